@@ -1,0 +1,39 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, NL-BIOMERO database maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+    """Options shared by modules that run PostgreSQL tools inside a container."""
+
+    DOCUMENTATION = r"""
+options:
+  container:
+    description:
+      - Name or ID of the running PostgreSQL container on the managed host.
+    type: str
+    required: true
+  engine:
+    description:
+      - Container engine CLI to drive.
+      - V(auto) uses C(docker) when it is on E(PATH), else C(podman).
+    type: str
+    choices: [auto, docker, podman]
+    default: auto
+  login_user:
+    description:
+      - PostgreSQL role the tools connect as, inside the container.
+      - Defaults to the container's E(POSTGRES_USER), or V(postgres).
+    type: str
+  login_password:
+    description:
+      - Password of O(login_user).
+      - Passed to the tools through the exec environment (E(PGPASSWORD)), never on a command line,
+        and never returned. Not needed when the container trusts local socket connections
+        (the official image's default).
+    type: str
+"""

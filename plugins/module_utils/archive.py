@@ -1,0 +1,172 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, NL-BIOMERO database maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Backup files on the host: names, checksums, manifests, atomic placement.
+
+A dump only gets its final name once it is complete, fsynced and verified;
+until then it lives under a hidden temporary name beside the destination.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+
+MANIFEST_SUFFIX = ".manifest.json"
+GLOBALS_SUFFIX = ".globals.sql"
+CHUNK = 1024 * 1024
+
+
+def utc_stamp(now=None):
+    """UTC timestamp used in file names: 2026-11-26T02-35-50Z (no ':' for portability)."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    return now.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H-%M-%SZ")
+
+
+def utc_iso(now=None):
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    return now.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def safe_name(text):
+    """A database name made safe as a file name part (anything unusual becomes '_')."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", text).lstrip(".")
+    return cleaned or "_"
+
+
+def default_dump_name(database, extension, stamp):
+    return "%s.%s.%s" % (safe_name(database), stamp, extension)
+
+
+def manifest_path(dest):
+    return dest + MANIFEST_SUFFIX
+
+
+def globals_path(dest):
+    return dest + GLOBALS_SUFFIX
+
+
+def temp_path_beside(dest):
+    """Hidden temporary name in the destination's directory (same file system: rename is atomic)."""
+    directory, base = os.path.split(os.path.abspath(dest))
+    return os.path.join(directory, ".%s.tmp-%s" % (base, uuid.uuid4().hex[:12]))
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_path(path):
+    """sha256 of a file, or of a directory: hash over sorted 'relative path  file sha256' lines."""
+    if not os.path.isdir(path):
+        return sha256_file(path)
+    lines = []
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            lines.append("%s  %s\n" % (os.path.relpath(full, path), sha256_file(full)))
+    return hashlib.sha256("".join(sorted(lines)).encode("utf-8")).hexdigest()
+
+
+def size_of(path):
+    if not os.path.isdir(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(root, name)) for root, _dirs, files in os.walk(path) for name in files)
+
+
+def fsync_path(path):
+    """fsync a file, or every file of a directory tree and the directories themselves."""
+    if os.path.isdir(path):
+        for root, _dirs, files in os.walk(path):
+            for name in files:
+                _fsync_one(os.path.join(root, name))
+            _fsync_one(root)
+    else:
+        _fsync_one(path)
+
+
+def _fsync_one(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def set_mode(path, mode, dir_mode=0o700):
+    """File mode on a file, or dir_mode on directories and mode on files of a tree."""
+    if os.path.isdir(path):
+        for root, _dirs, files in os.walk(path):
+            os.chmod(root, dir_mode)
+            for name in files:
+                os.chmod(os.path.join(root, name), mode)
+    else:
+        os.chmod(path, mode)
+
+
+def remove_path(path):
+    """Remove a file or directory tree if it exists."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def place(tmp, dest, force=False):
+    """Move a complete temporary file/directory to its final name atomically.
+
+    A file replaces ``dest`` in one rename. A directory cannot replace a
+    non-empty one in one rename, so the old one is first moved aside and only
+    removed once the new one is in place.
+    """
+    aside = None
+    if os.path.lexists(dest):
+        if not force:
+            raise FileExistsError("destination %s exists (use force to overwrite)" % dest)
+        if os.path.isdir(dest) or os.path.isdir(tmp):
+            aside = temp_path_beside(dest)
+            os.rename(dest, aside)
+    try:
+        os.replace(tmp, dest)
+    except OSError:
+        if aside:
+            os.rename(aside, dest)
+        raise
+    if aside:
+        remove_path(aside)
+    _fsync_one(os.path.dirname(os.path.abspath(dest)))
+
+
+def write_json_atomic(path, data, mode=0o600):
+    tmp = temp_path_beside(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        place(tmp, path, force=True)
+    finally:
+        remove_path(tmp)
+
+
+def read_manifest(dump_path):
+    """The manifest dict written beside a dump, or None when there is none."""
+    path = manifest_path(dump_path)
+    if not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        return json.load(handle)

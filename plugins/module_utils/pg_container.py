@@ -1,0 +1,81 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, NL-BIOMERO database maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""A PostgreSQL server inside a container, reached with its own client tools via exec."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.nl_biomero.database.plugins.module_utils.engine import ContainerEngine, EngineError, detect_engine
+from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools import connection_env, server_major, tool_major, tool_version
+
+
+class PgError(Exception):
+    """A query or tool in the container failed; the message carries its stderr."""
+
+
+def container_env(info, name, default=None):
+    """Value of an environment variable in the container's configuration."""
+    prefix = name + "="
+    for item in info.get("Config", {}).get("Env") or []:
+        if item.startswith(prefix):
+            return item[len(prefix):]
+    return default
+
+
+class PgContainer:
+    """The server in ``container``; connects as ``user`` over the container's local socket."""
+
+    def __init__(self, container, engine="auto", user=None, password=None, maintenance_db="postgres"):
+        self.engine = ContainerEngine(detect_engine(engine))
+        self.container = container
+        self.info = self.engine.require_running(container)
+        self.user = user or container_env(self.info, "POSTGRES_USER", "postgres")
+        self.password = password
+        self.maintenance_db = maintenance_db
+
+    def env(self, database):
+        return connection_env(self.user, database, self.password)
+
+    def exec_tool(self, command, database=None, input_bytes=None, timeout=None):
+        """Run a client tool with the connection environment; returns (rc, out, err)."""
+        return self.engine.exec_run(self.container, command, env=self.env(database or self.maintenance_db),
+                                    input_bytes=input_bytes, timeout=timeout)
+
+    def query(self, sql, database=None):
+        """Rows of a query as lists of strings (psql unaligned, tab separated, NULL as '')."""
+        command = ["psql", "-X", "--no-password", "-v", "ON_ERROR_STOP=1", "-A", "-t", "-F", "\t", "-f", "-"]
+        rc, out, err = self.exec_tool(command, database=database, input_bytes=sql.encode("utf-8"))
+        if rc != 0:
+            raise PgError("query on %s failed: %s" % (self.container, err.strip() or out.strip()))
+        return [line.split("\t") for line in out.splitlines() if line != ""]
+
+    def scalar(self, sql, database=None):
+        rows = self.query(sql, database=database)
+        return rows[0][0] if rows else None
+
+    def server_version_num(self):
+        return int(self.scalar("SHOW server_version_num"))
+
+    def server_major(self):
+        return server_major(self.server_version_num())
+
+    def server_version(self):
+        return self.scalar("SHOW server_version").split()[0]
+
+    def tool_version(self, tool):
+        """(major, version) of a client tool in the container, e.g. ('pg_dump') -> (17, '17.6')."""
+        rc, out, err = self.engine.exec_run(self.container, [tool, "--version"])
+        if rc != 0:
+            raise PgError("%s is not usable in container %s: %s" % (tool, self.container, err.strip() or out.strip()))
+        return tool_major(out), tool_version(out)
+
+    def databases(self):
+        return [row[0] for row in self.query("SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1")]
+
+    def database_exists(self, name):
+        return name in self.databases()
+
+
+__all__ = ["PgContainer", "PgError", "EngineError", "container_env"]
