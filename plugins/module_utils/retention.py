@@ -1,0 +1,156 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, NL-BIOMERO database maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Which backups to keep: pure selection, no file access.
+
+Rules, applied to items that each have an ``id``, a ``time`` and a
+``complete`` flag:
+
+- Only complete items count for the policy. ``keep_last`` keeps the N newest.
+  ``keep_daily``/``keep_weekly``/``keep_monthly`` look at calendar buckets in
+  UTC (day, ISO week starting Monday, month): walking from the newest item
+  back, the newest complete item of each bucket is kept, for the N most recent
+  buckets that hold a complete item (a gap in the backups does not use up the
+  count, the way restic and borg count).
+- The newest complete item is always kept.
+- An incomplete item newer than the newest complete one (or any incomplete
+  item when nothing is complete) is kept unless ``prune_incomplete``; older
+  incomplete items are deleted. An item marked ``in_progress`` is always kept.
+- Everything else is deleted. Each kept item carries every reason it is kept.
+
+A policy of all zeros is refused: it is almost certainly a mistake, and
+``keep_last: 1`` says "only the newest" explicitly.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+
+POLICY_KEYS = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly")
+
+
+class RetentionError(ValueError):
+    """The policy or the items given to the selection are invalid."""
+
+
+def validate_policy(keep_last=0, keep_daily=0, keep_weekly=0, keep_monthly=0):
+    """Return the policy as a dict; RetentionError naming every bad value, or an all-zero policy."""
+    policy = {"keep_last": keep_last, "keep_daily": keep_daily, "keep_weekly": keep_weekly,
+              "keep_monthly": keep_monthly}
+    bad = ["%s=%r" % (key, value) for key, value in policy.items()
+           if isinstance(value, bool) or not isinstance(value, int) or value < 0]
+    if bad:
+        raise RetentionError("retention counts must be whole numbers of 0 or more; got %s" % ", ".join(bad))
+    if not any(policy.values()):
+        raise RetentionError(
+            "the retention policy is all zeros (keep_last, keep_daily, keep_weekly and keep_monthly are 0), "
+            "which would delete every backup but the newest complete one; set at least one of them above 0 "
+            "(keep_last: 1 keeps only the newest)")
+    return policy
+
+
+def _as_utc(value, item_id):
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            return value.replace(tzinfo=datetime.timezone.utc)
+        return value.astimezone(datetime.timezone.utc)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        try:
+            return _as_utc(datetime.datetime.fromisoformat(text), item_id)
+        except ValueError:
+            pass
+    raise RetentionError("item %s has no usable time (%r)" % (item_id, value))
+
+
+def day_bucket(when):
+    return "%04d-%02d-%02d" % (when.year, when.month, when.day)
+
+
+def week_bucket(when):
+    year, week, _day = when.isocalendar()[:3]
+    return "%04d-W%02d" % (year, week)
+
+
+def month_bucket(when):
+    return "%04d-%02d" % (when.year, when.month)
+
+
+BUCKETS = (
+    ("keep_daily", "daily", day_bucket),
+    ("keep_weekly", "weekly", week_bucket),
+    ("keep_monthly", "monthly", month_bucket),
+)
+
+
+def select(items, keep_last=0, keep_daily=0, keep_weekly=0, keep_monthly=0, prune_incomplete=False):
+    """Split ``items`` into what to keep and what to delete.
+
+    ``items``: iterable of dicts with ``id`` (unique), ``time`` (datetime, or
+    ISO 8601 text; naive means UTC), ``complete`` (bool) and optionally
+    ``in_progress`` (bool). Returns ``{"keep": [...], "delete": [...]}``, both
+    newest first; each element is the item's ``id``, ``time`` (aware UTC
+    datetime) and ``complete``, plus ``reasons`` (list) when kept or
+    ``reason`` (text) when deleted.
+    """
+    policy = validate_policy(keep_last, keep_daily, keep_weekly, keep_monthly)
+    prepared = []
+    seen = set()
+    for item in items:
+        item_id = item["id"]
+        if item_id in seen:
+            raise RetentionError("item %s is listed twice" % item_id)
+        seen.add(item_id)
+        prepared.append({"id": item_id, "time": _as_utc(item["time"], item_id),
+                         "complete": bool(item.get("complete")), "in_progress": bool(item.get("in_progress"))})
+    prepared.sort(key=lambda entry: (entry["time"], str(entry["id"])), reverse=True)
+
+    reasons = dict((entry["id"], []) for entry in prepared)
+    complete = [entry for entry in prepared if entry["complete"]]
+    newest = complete[0] if complete else None
+    if newest is not None:
+        reasons[newest["id"]].append("newest complete")
+    for index, entry in enumerate(complete[:policy["keep_last"]]):
+        reasons[entry["id"]].append("last %d of %d" % (index + 1, policy["keep_last"]))
+    for key, label, bucket_of in BUCKETS:
+        count = policy[key]
+        taken = []
+        for entry in complete:
+            if len(taken) >= count:
+                break
+            bucket = bucket_of(entry["time"])
+            if taken and taken[-1] == bucket:
+                continue  # newest first: the first item met in a bucket is its newest
+            taken.append(bucket)
+            reasons[entry["id"]].append("%s %s" % (label, bucket))
+
+    keep, delete = [], []
+    for entry in prepared:
+        result = {"id": entry["id"], "time": entry["time"], "complete": entry["complete"]}
+        why = reasons[entry["id"]]
+        if entry["complete"]:
+            if why:
+                result["reasons"] = why
+                keep.append(result)
+            else:
+                result["reason"] = "complete, not selected by keep_last/keep_daily/keep_weekly/keep_monthly"
+                delete.append(result)
+            continue
+        if entry["in_progress"]:
+            result["reasons"] = ["in progress"]
+            keep.append(result)
+        elif newest is not None and entry["time"] <= newest["time"]:
+            result["reason"] = "incomplete, older than the newest complete backup"
+            delete.append(result)
+        elif prune_incomplete:
+            result["reason"] = "incomplete (prune_incomplete)"
+            delete.append(result)
+        else:
+            result["reasons"] = ["incomplete, newer than the newest complete backup" if newest is not None
+                                 else "incomplete, no complete backup exists"]
+            keep.append(result)
+    return {"keep": keep, "delete": delete}
