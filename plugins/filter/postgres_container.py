@@ -1,0 +1,288 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, NL-BIOMERO database maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Filters of the role postgres_container: turn the role's variables into
+container specifications, in two steps.
+
+``postgres_container_plan`` (before anything is touched): merge each instance
+with the role-wide defaults, check names, passwords and settings, compute the
+auto-tuned settings and the logging block; the ``check`` entry of each planned
+instance is what ``pg_settings_check`` validates against the image.
+
+``postgres_container_spec`` (after ``pg_settings_check``): with the image's real
+major version and postgres uid, the data mount point, PGDATA, mounts,
+environment, labels, health check and command line of each container.
+
+Plans and specs never carry the password: the role's container task (no_log)
+adds POSTGRES_PASSWORD from the instance itself.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import math
+
+from ansible.errors import AnsibleFilterError
+from ansible.module_utils.common.text.converters import to_text
+from ansible_collections.nl_biomero.database.plugins.module_utils.tuning import (
+    SettingsError,
+    auto_tune,
+    data_layout,
+    logging_settings,
+    major_from_image,
+    merge_settings,
+    normalize_settings,
+    postgres_command,
+    size_to_bytes,
+)
+
+LABEL_PREFIX = "nl-biomero.database."
+MANAGED_BY = "nl_biomero.database.postgres_container"
+PASSWORD_FILE_TARGET = "/run/secrets/postgres-password"
+INITDB_TARGET = "/docker-entrypoint-initdb.d"
+PG_PORT = 5432
+
+# Keys an instance may set; the ones with a role-wide default take it from
+# ``common`` (the role's postgres_container_* variables, without the prefix).
+INSTANCE_KEYS = frozenset((
+    "name", "role", "state", "image", "volume", "data_path", "data_mount", "pgdata", "network", "aliases",
+    "user", "db", "password", "password_file", "initdb_dir", "env", "max_connections", "tuning",
+    "tuning_memory_mb", "tuning_cpus", "settings", "logging", "log_dir", "log_filename", "log_rotation_age",
+    "log_rotation_size", "log_statement", "shm_size", "memory", "cpus", "restart_policy", "stop_timeout",
+    "published_port", "labels",
+))
+COMMON_KEYS = (
+    "state", "image", "network", "max_connections", "tuning", "tuning_memory_mb", "tuning_cpus", "logging",
+    "log_filename", "log_rotation_age", "log_rotation_size", "log_statement", "shm_size", "memory", "cpus",
+    "restart_policy", "stop_timeout", "initdb_dir",
+)
+RESERVED_ENV = ("POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD", "POSTGRES_PASSWORD_FILE", "PGDATA")
+STATES = ("started", "absent")
+TUNING_MODES = ("auto", "none")
+
+
+def _err(instance, message):
+    return AnsibleFilterError("postgres_container: instance '%s': %s" % (instance, message))
+
+
+def _empty(value):
+    return value is None or (isinstance(value, str) and value.strip() == "")
+
+
+def _merged(instance, common):
+    unknown = sorted(set(instance) - INSTANCE_KEYS)
+    name = instance.get("name")
+    if _empty(name):
+        raise AnsibleFilterError("postgres_container: every instance needs a name")
+    if unknown:
+        raise _err(name, "unknown key(s): %s" % ", ".join(unknown))
+    merged = dict((key, common.get(key)) for key in COMMON_KEYS)
+    merged.update(dict((k, v) for k, v in instance.items() if v is not None))
+    return merged
+
+
+def _memory_budget_mb(inst, host_memory_mb, sharing):
+    if not _empty(inst.get("memory")) and size_to_bytes(inst["memory"]) > 0:
+        return size_to_bytes(inst["memory"]) // (1024 * 1024), "memory limit"
+    if inst.get("tuning_memory_mb"):
+        return int(inst["tuning_memory_mb"]), "tuning_memory_mb"
+    if not host_memory_mb:
+        raise SettingsError("auto tuning needs the host's memory (gather facts) or tuning_memory_mb")
+    return int(host_memory_mb) // max(sharing, 1), "host memory / %d instance(s)" % max(sharing, 1)
+
+
+def _cpu_budget(inst, host_cpus):
+    if inst.get("cpus"):
+        return max(1, int(math.ceil(float(inst["cpus"]))))
+    if inst.get("tuning_cpus"):
+        return int(inst["tuning_cpus"])
+    return int(host_cpus or 1)
+
+
+def _plan_one(inst, common, host_memory_mb, host_cpus, sharing):
+    name = inst["name"]
+    plan = dict(inst)
+    plan.pop("password", None)
+    plan["role"] = inst.get("role") or name
+    plan["state"] = inst.get("state") or "started"
+    if plan["state"] not in STATES:
+        raise _err(name, "state must be one of %s" % ", ".join(STATES))
+    if plan["state"] == "absent":
+        return plan
+    if _empty(inst.get("image")):
+        raise _err(name, "image is empty")
+    for key in ("user", "db"):
+        if _empty(inst.get(key)):
+            raise _err(name, "%s is required" % key)
+    has_password = not _empty(inst.get("password"))
+    has_file = not _empty(inst.get("password_file"))
+    if not has_password and not has_file:
+        raise _err(name, "no password: set password or password_file (the default instances take "
+                         "postgres_container_omero_password and postgres_container_biomero_password)")
+    if has_password and has_file:
+        raise _err(name, "set password or password_file, not both")
+    if has_file and not inst["password_file"].startswith("/"):
+        raise _err(name, "password_file must be an absolute path on the host")
+    # The password stays out of plans and specs: only the (no_log) container
+    # task reads it, from postgres_container_instances.
+    plan.pop("password", None)
+    plan["password_file"] = inst["password_file"] if has_file else None
+    if _empty(inst.get("data_path")):
+        plan["data_path"] = None
+        plan["volume"] = inst.get("volume") or name
+    else:
+        if not inst["data_path"].startswith("/"):
+            raise _err(name, "data_path must be an absolute path on the host")
+        plan["volume"] = None
+    try:
+        max_connections = int(inst.get("max_connections") or 100)
+        if max_connections < 1:
+            raise SettingsError("max_connections must be at least 1")
+        tuning = inst.get("tuning") or "none"
+        if tuning not in TUNING_MODES:
+            raise SettingsError("tuning must be one of %s" % ", ".join(TUNING_MODES))
+        tuned = {}
+        plan["tuning_inputs"] = None
+        if tuning == "auto":
+            memory_mb, memory_source = _memory_budget_mb(inst, host_memory_mb, sharing)
+            cpus = _cpu_budget(inst, host_cpus)
+            tuned = auto_tune(memory_mb, cpus, max_connections)
+            plan["tuning_inputs"] = {"memory_mb": memory_mb, "memory_source": memory_source, "cpus": cpus,
+                                     "max_connections": max_connections}
+        plan["tuned"] = tuned
+        log_settings = {}
+        plan["log_dir"] = None
+        if inst.get("logging"):
+            plan["log_dir"] = inst.get("log_dir") or "%s/%s" % (str(common.get("log_root", "")).rstrip("/"), name)
+            if not plan["log_dir"].startswith("/"):
+                raise SettingsError("log_dir (or postgres_container_log_root) must be an absolute host path")
+            log_settings = logging_settings(
+                common.get("log_mount") or "/var/log/postgresql",
+                filename=inst.get("log_filename") or "postgresql-%Y-%m-%d.log",
+                rotation_age=inst.get("log_rotation_age") or "1d",
+                rotation_size=inst.get("log_rotation_size") or "100MB",
+                statement=inst.get("log_statement") or "ddl")
+        settings = merge_settings(
+            tuned,
+            log_settings,
+            normalize_settings(common.get("settings"), source="postgres_container_settings"),
+            normalize_settings(inst.get("settings") if "settings" in inst else None, source="settings"),
+        )
+        for key in ("shm_size", "memory"):
+            if not _empty(inst.get(key)):
+                size_to_bytes(inst[key])
+    except (SettingsError, ValueError, TypeError) as exc:
+        raise _err(name, to_text(exc))
+    env = inst.get("env") or {}
+    clash = sorted(set(env) & set(RESERVED_ENV))
+    if clash:
+        raise _err(name, "env must not set %s (use user/db/password/password_file/pgdata)" % ", ".join(clash))
+    plan["env"] = dict((to_text(k), to_text(v)) for k, v in env.items())
+    plan["max_connections"] = max_connections
+    plan["settings"] = settings
+    plan["check"] = {"name": name, "image": inst["image"], "max_connections": max_connections,
+                     "settings": settings}
+    plan["tag_major"] = major_from_image(inst["image"])
+    return plan
+
+
+def postgres_container_plan(instances, common, host_memory_mb=None, host_cpus=None):
+    """Merged, validated instances (see the module docstring)."""
+    if not isinstance(instances, list):
+        raise AnsibleFilterError("postgres_container: postgres_container_instances must be a list")
+    common = dict(common or {})
+    merged = [_merged(dict(instance), common) for instance in instances]
+    names = [inst["name"] for inst in merged]
+    duplicates = sorted(set(n for n in names if names.count(n) > 1))
+    if duplicates:
+        raise AnsibleFilterError("postgres_container: instance names must be unique: %s" % ", ".join(duplicates))
+    sharing = len([i for i in merged if (i.get("state") or "started") != "absent"])
+    return [_plan_one(inst, common, host_memory_mb, host_cpus, sharing) for inst in merged]
+
+
+def _labels(plan, common, major):
+    labels = {}
+    for source in (common.get("labels"), plan.get("labels")):
+        labels.update(dict((to_text(k), to_text(v)) for k, v in (source or {}).items()))
+    labels.update({
+        LABEL_PREFIX + "instance": plan["name"],
+        LABEL_PREFIX + "role": plan["role"],
+        LABEL_PREFIX + "major": to_text(major),
+        LABEL_PREFIX + "managed-by": MANAGED_BY,
+    })
+    return labels
+
+
+def _spec_one(plan, common, probed):
+    name = plan["name"]
+    if plan["state"] == "absent":
+        return dict(plan)
+    facts = probed.get(name)
+    if facts is None:
+        raise _err(name, "pg_settings_check returned nothing for this instance")
+    major = facts.get("major") or plan.get("tag_major")
+    try:
+        mount, pgdata = data_layout(major, plan.get("data_mount"), plan.get("pgdata"))
+    except SettingsError as exc:
+        raise _err(name, to_text(exc))
+    spec = dict(plan)
+    spec.update({"major": major, "uid": facts.get("uid"), "gid": facts.get("gid"),
+                 "data_mount": mount, "pgdata": pgdata})
+    if plan.get("volume"):
+        mounts = [{"type": "volume", "source": plan["volume"], "target": mount}]
+    else:
+        mounts = [{"type": "bind", "source": plan["data_path"], "target": mount}]
+    env = dict(plan["env"])
+    env.update({"POSTGRES_USER": plan["user"], "POSTGRES_DB": plan["db"], "PGDATA": pgdata})
+    if plan.get("password_file"):
+        env["POSTGRES_PASSWORD_FILE"] = PASSWORD_FILE_TARGET
+        mounts.append({"type": "bind", "source": plan["password_file"], "target": PASSWORD_FILE_TARGET,
+                       "read_only": True})
+    if not _empty(plan.get("initdb_dir")):
+        if not plan["initdb_dir"].startswith("/"):
+            raise _err(name, "initdb_dir must be an absolute host path")
+        mounts.append({"type": "bind", "source": plan["initdb_dir"], "target": INITDB_TARGET, "read_only": True})
+    if plan.get("log_dir"):
+        mounts.append({"type": "bind", "source": plan["log_dir"],
+                       "target": common.get("log_mount") or "/var/log/postgresql"})
+    host_files = [{"what": what, "path": plan[what]} for what in ("password_file", "initdb_dir")
+                  if not _empty(plan.get(what))]
+    health = dict(common.get("healthcheck") or {})
+    health["test"] = ["CMD", "pg_isready", "-q", "-h", "127.0.0.1", "-p", str(PG_PORT),
+                      "-U", plan["user"], "-d", plan["db"]]
+    ports = []
+    if plan.get("published_port"):
+        ports = ["%s:%d:%d" % (common.get("publish_address") or "127.0.0.1", int(plan["published_port"]), PG_PORT)]
+    network = plan.get("network")
+    networks = [{"name": network, "aliases": list(plan.get("aliases") or [])}] if network else []
+    spec.update({
+        "env": env,
+        "host_files": host_files,
+        "mounts": mounts,
+        "labels": _labels(plan, common, major),
+        "healthcheck": health,
+        "published_ports": ports,
+        "networks": networks,
+        "command": postgres_command(plan["max_connections"], plan["settings"]),
+        "shm_size": plan.get("shm_size") or None,
+        "memory": plan.get("memory") or None,
+        "cpus": float(plan["cpus"]) if plan.get("cpus") else None,
+    })
+    return spec
+
+
+def postgres_container_spec(plans, common, check_result):
+    """Container specifications from plans and the result of pg_settings_check."""
+    probed = dict((item["name"], item) for item in (check_result or {}).get("instances") or [] if item)
+    return [_spec_one(plan, dict(common or {}), probed) for plan in plans]
+
+
+class FilterModule(object):
+    """Filters of the role postgres_container."""
+
+    def filters(self):
+        return {
+            "postgres_container_plan": postgres_container_plan,
+            "postgres_container_spec": postgres_container_spec,
+        }

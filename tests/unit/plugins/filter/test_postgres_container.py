@@ -1,0 +1,168 @@
+import pytest
+
+from ansible.errors import AnsibleFilterError
+from ansible_collections.nl_biomero.database.plugins.filter.postgres_container import (
+    FilterModule,
+    postgres_container_plan,
+    postgres_container_spec,
+)
+
+COMMON = {
+    "state": "started", "image": "postgres:16", "network": "omero", "max_connections": 100, "tuning": "auto",
+    "tuning_memory_mb": 0, "tuning_cpus": 0, "settings": {}, "logging": False,
+    "log_root": "/var/log/nl-biomero/postgres", "log_mount": "/var/log/postgresql",
+    "log_filename": "postgresql-%Y-%m-%d.log", "log_rotation_age": "1d", "log_rotation_size": "100MB",
+    "log_statement": "ddl", "initdb_dir": "", "shm_size": "256m", "memory": "", "cpus": 0,
+    "restart_policy": "unless-stopped", "stop_timeout": 120, "publish_address": "127.0.0.1", "labels": {},
+    "healthcheck": {"interval": "10s", "timeout": "5s", "retries": 5, "start_period": "60s"},
+}
+DEFAULT_INSTANCES = [
+    {"name": "database", "role": "omero", "user": "omero", "db": "omero", "password": "s3cret'"},
+    {"name": "database-biomero", "role": "biomero", "user": "biomero", "db": "biomero", "password": "x"},
+]
+
+
+def plan(instances=None, common=None, memory_mb=24576, cpus=2):
+    merged = dict(COMMON)
+    merged.update(common or {})
+    return postgres_container_plan(instances or DEFAULT_INSTANCES, merged, memory_mb, cpus)
+
+
+def check_result(plans, major=16):
+    return {"instances": [{"name": p["name"], "image": p["image"], "major": major, "uid": 999, "gid": 999}
+                          for p in plans if p["state"] == "started"]}
+
+
+def test_filters_are_registered():
+    assert set(FilterModule().filters()) == {"postgres_container_plan", "postgres_container_spec"}
+
+
+def test_defaults_share_the_host_memory_between_the_two_instances():
+    plans = plan()
+    assert [p["name"] for p in plans] == ["database", "database-biomero"]
+    omero = plans[0]
+    assert omero["tuning_inputs"] == {"memory_mb": 12288, "memory_source": "host memory / 2 instance(s)",
+                                      "cpus": 2, "max_connections": 100}
+    assert omero["settings"]["shared_buffers"] == "3072MB"
+    assert omero["volume"] == "database" and omero["data_path"] is None
+    assert omero["check"] == {"name": "database", "image": "postgres:16", "max_connections": 100,
+                              "settings": omero["settings"]}
+    assert "password" not in omero["check"]
+
+
+def test_settings_override_tuning_and_logging_and_none_removes():
+    plans = plan([dict(DEFAULT_INSTANCES[0], logging=True, max_connections=500,
+                       settings={"shared_buffers": "1GB", "work_mem": None, "log_statement": "all"})],
+                 common={"settings": {"jit": False, "shared_buffers": "2GB"}})
+    settings = plans[0]["settings"]
+    assert settings["shared_buffers"] == "1GB"
+    assert "work_mem" not in settings
+    assert settings["jit"] == "off"
+    assert settings["log_statement"] == "all"
+    assert settings["logging_collector"] == "on"
+    assert settings["log_directory"] == "/var/log/postgresql"
+    assert plans[0]["log_dir"] == "/var/log/nl-biomero/postgres/database"
+    # one instance: the whole host
+    assert plans[0]["tuning_inputs"]["memory_mb"] == 24576
+
+
+def test_memory_limit_drives_tuning():
+    plans = plan([dict(DEFAULT_INSTANCES[0], memory="2g", cpus=1.5)])
+    assert plans[0]["tuning_inputs"] == {"memory_mb": 2048, "memory_source": "memory limit", "cpus": 2,
+                                         "max_connections": 100}
+    assert plans[0]["settings"]["shared_buffers"] == "512MB"
+
+
+def test_tuning_none():
+    plans = plan(common={"tuning": "none"})
+    assert plans[0]["settings"] == {} and plans[0]["tuning_inputs"] is None
+
+
+@pytest.mark.parametrize("instances,message", [
+    ([dict(DEFAULT_INSTANCES[0], password="")], "instance 'database': no password"),
+    ([{k: v for k, v in DEFAULT_INSTANCES[0].items() if k != "password"}], "no password"),
+    ([dict(DEFAULT_INSTANCES[0], password_file="/run/pw")], "not both"),
+    ([dict(DEFAULT_INSTANCES[0], password=None, password_file="pw")], "absolute path"),
+    ([dict(DEFAULT_INSTANCES[0], pasword="typo")], "unknown key\\(s\\): pasword"),
+    ([DEFAULT_INSTANCES[0], DEFAULT_INSTANCES[0]], "unique: database"),
+    ([dict(DEFAULT_INSTANCES[0], settings={"max_connections": 5})], "use the max_connections option"),
+    ([dict(DEFAULT_INSTANCES[0], settings={"shared buffers": 5})], "not a valid PostgreSQL setting name"),
+    ([dict(DEFAULT_INSTANCES[0], tuning="fast")], "tuning must be one of"),
+    ([dict(DEFAULT_INSTANCES[0], state="running")], "state must be one of"),
+    ([dict(DEFAULT_INSTANCES[0], env={"PGDATA": "/x"})], "env must not set PGDATA"),
+    ([dict(DEFAULT_INSTANCES[0], memory="lots")], "cannot read size"),
+    ([{"user": "x"}], "every instance needs a name"),
+])
+def test_plan_errors_name_the_instance_and_never_the_password(instances, message):
+    with pytest.raises(AnsibleFilterError, match=message) as err:
+        plan(instances)
+    assert "s3cret" not in str(err.value)
+
+
+def test_absent_instances_need_no_password_and_do_not_share_memory():
+    plans = plan([{"name": "old", "state": "absent"}, DEFAULT_INSTANCES[0]])
+    assert plans[0]["state"] == "absent"
+    assert plans[1]["tuning_inputs"]["memory_mb"] == 24576
+
+
+def test_spec_for_pg16_volume_and_password():
+    plans = plan()
+    specs = postgres_container_spec(plans, COMMON, check_result(plans, 16))
+    omero = specs[0]
+    assert omero["data_mount"] == "/var/lib/postgresql/data" and omero["pgdata"] == "/var/lib/postgresql/data"
+    assert omero["mounts"] == [{"type": "volume", "source": "database", "target": "/var/lib/postgresql/data"}]
+    assert omero["env"] == {"POSTGRES_USER": "omero", "POSTGRES_DB": "omero", "PGDATA": "/var/lib/postgresql/data"}
+    assert "POSTGRES_PASSWORD" not in omero["env"]  # added by the no_log task only
+    assert omero["labels"] == {
+        "nl-biomero.database.instance": "database", "nl-biomero.database.role": "omero",
+        "nl-biomero.database.major": "16", "nl-biomero.database.managed-by": "nl_biomero.database.postgres_container"}
+    assert omero["networks"] == [{"name": "omero", "aliases": []}]
+    assert omero["command"][:3] == ["postgres", "-N", "100"]
+    assert "-c" in omero["command"] and "shared_buffers=3072MB" in omero["command"]
+    assert omero["healthcheck"]["test"] == ["CMD", "pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432",
+                                            "-U", "omero", "-d", "omero"]
+    assert omero["healthcheck"]["interval"] == "10s"
+    assert omero["published_ports"] == [] and omero["host_files"] == []
+
+
+def test_spec_for_pg18_layout_bind_mounts_and_port():
+    instances = [dict(DEFAULT_INSTANCES[0], image="postgres:18", password=None, password_file="/etc/nlb/omero.pw",
+                      data_path="/srv/pg/omero", initdb_dir="/srv/initdb", logging=True,
+                      log_dir="/srv/logs/omero", published_port=5433, aliases=["omero-db"],
+                      labels={"team": "x"})]
+    plans = plan(instances)
+    specs = postgres_container_spec(plans, COMMON, check_result(plans, 18))
+    spec = specs[0]
+    assert (spec["data_mount"], spec["pgdata"]) == ("/var/lib/postgresql", "/var/lib/postgresql/18/docker")
+    assert spec["env"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres-password"
+    assert spec["mounts"] == [
+        {"type": "bind", "source": "/srv/pg/omero", "target": "/var/lib/postgresql"},
+        {"type": "bind", "source": "/etc/nlb/omero.pw", "target": "/run/secrets/postgres-password",
+         "read_only": True},
+        {"type": "bind", "source": "/srv/initdb", "target": "/docker-entrypoint-initdb.d", "read_only": True},
+        {"type": "bind", "source": "/srv/logs/omero", "target": "/var/log/postgresql"},
+    ]
+    assert spec["host_files"] == [{"what": "password_file", "path": "/etc/nlb/omero.pw"},
+                                  {"what": "initdb_dir", "path": "/srv/initdb"}]
+    assert spec["published_ports"] == ["127.0.0.1:5433:5432"]
+    assert spec["networks"] == [{"name": "omero", "aliases": ["omero-db"]}]
+    assert spec["labels"]["team"] == "x" and spec["labels"]["nl-biomero.database.major"] == "18"
+    assert spec["uid"] == 999
+
+
+def test_spec_prefers_the_probed_major_over_the_tag():
+    plans = plan([dict(DEFAULT_INSTANCES[0], image="myrepo/pg:latest")])
+    assert plans[0]["tag_major"] is None
+    spec = postgres_container_spec(plans, COMMON, check_result(plans, 18))[0]
+    assert spec["pgdata"] == "/var/lib/postgresql/18/docker"
+
+
+def test_spec_explicit_mount_override():
+    plans = plan([dict(DEFAULT_INSTANCES[0], image="postgres:18", data_mount="/var/lib/postgresql/data")])
+    spec = postgres_container_spec(plans, COMMON, check_result(plans, 18))[0]
+    assert (spec["data_mount"], spec["pgdata"]) == ("/var/lib/postgresql/data", "/var/lib/postgresql/data")
+
+
+def test_spec_requires_a_check_result():
+    with pytest.raises(AnsibleFilterError, match="pg_settings_check returned nothing"):
+        postgres_container_spec(plan(), COMMON, {"instances": []})
