@@ -7,8 +7,26 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import json
+
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import ContainerEngine, EngineError, detect_engine
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools import connection_env, server_major, tool_major, tool_version
+
+
+# User tables: not in system schemas, not owned by an extension.
+_USER_TABLES = r"""FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+    AND n.nspname !~ '^pg_(toast|temp_)'
+    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                    AND d.objid = c.oid AND d.deptype = 'e')"""
+# Exact per-table row counts in one round trip; the server quotes identifiers.
+SQL_TABLE_ROWS = r"""SELECT coalesce(json_object_agg(t.name, t.n ORDER BY t.name), '{}')::text FROM (
+  SELECT n.nspname || '.' || c.relname AS name,
+    (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %I.%I', n.nspname, c.relname),
+                                          false, true, '')))[1]::text::bigint AS n
+  """ + _USER_TABLES + ") t"
+SQL_SEQUENCES = r"""SELECT coalesce(json_object_agg(schemaname || '.' || sequencename, last_value
+  ORDER BY schemaname, sequencename), '{}')::text FROM pg_sequences"""
 
 
 class PgError(Exception):
@@ -76,6 +94,14 @@ class PgContainer:
 
     def database_exists(self, name):
         return name in self.databases()
+
+    def table_row_counts(self, database):
+        """{'schema.table': exact row count} of the user tables of ``database``."""
+        return json.loads(self.scalar(SQL_TABLE_ROWS, database=database))
+
+    def sequence_values(self, database):
+        """{'schema.sequence': last_value or None} of ``database``."""
+        return json.loads(self.scalar(SQL_SEQUENCES, database=database))
 
 
 __all__ = ["PgContainer", "PgError", "EngineError", "container_env"]
