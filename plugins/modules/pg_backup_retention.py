@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, NL-BIOMERO database maintainers
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import absolute_import, division, print_function
 
@@ -32,7 +32,7 @@ description:
     removal that fails half-way never leaves something that looks like a set.
   - Loose dumps (outside sets) are left alone unless O(include_dumps=true).
 author:
-  - NL-BIOMERO database maintainers
+  - NL-BIOMERO database maintainers (@NL-BIOMERO)
 options:
   path:
     description:
