@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, NL-BIOMERO database maintainers
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Restore a pg_dump archive into a database in a running PostgreSQL container.
 
 The core of the ``pg_restore_container`` module, usable without Ansible::
@@ -42,15 +42,18 @@ import json
 import os
 import posixpath
 import re
+import signal
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 import uuid
 
 from ansible_collections.nl_biomero.database.plugins.module_utils import archive
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import EngineError
-from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, PgError
+# _USER_TABLES: the one definition of "user tables" (system schemas and extension members excluded)
+from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, PgError, _USER_TABLES
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools import PgToolError
 
 IF_EXISTS = ("fail", "skip", "replace", "clean")
@@ -78,6 +81,14 @@ class RestoreError(Exception):
     def __init__(self, msg, result=None):
         super(RestoreError, self).__init__(msg)
         self.result = result or {}
+
+
+class Terminated(BaseException):
+    """SIGTERM (for example an Ansible task timeout) arrived: unwind so that the cleanup runs."""
+
+
+def _on_sigterm(signum, _frame):
+    raise Terminated("terminated by signal %d" % signum)
 
 
 # --------------------------------------------------------------------------
@@ -145,8 +156,7 @@ def parse_archive_header(data):
         compression = "none" if level == 0 else "gzip"
     created = dbname = server_version = dump_version = None
     if version >= (1, 4, 0):
-        sec, minute, hour, mday, mon, year = [read_int() for _ in range(6)]
-        read_int()  # isdst
+        sec, minute, hour, mday, mon, year, _isdst = [read_int() for _field in range(7)]
         created = "%04d-%02d-%02d %02d:%02d:%02d" % (year + 1900, mon + 1, mday, hour, minute, sec)
         dbname = read_str()
     if version >= (1, 10, 0):
@@ -280,7 +290,7 @@ def check_versions(info, container, server_version, tool, tool_version):
 
 
 _TOC_LINE = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
-_TOC_HEADER = re.compile(r"^;\s+([A-Za-z][A-Za-z ]*?):\s(.*)$")
+_TOC_HEADER = re.compile(r"^;\s+([A-Za-z][A-Za-z_ ]*?):\s(.*)$")
 
 
 def parse_toc_list(lines, known_roles=()):
@@ -459,8 +469,8 @@ def validate(params, fmt):
         raise RestoreError("jobs must be 1 or more (got %s)" % jobs)
     if params.get("if_exists", "fail") not in IF_EXISTS:
         raise RestoreError("if_exists must be one of %s" % ", ".join(IF_EXISTS))
-    if params.get("row_counts", "exact") not in ROW_COUNTS:
-        raise RestoreError("row_counts must be one of %s" % ", ".join(ROW_COUNTS))
+    if params.get("count_rows", "exact") not in ROW_COUNTS:
+        raise RestoreError("count_rows must be one of %s" % ", ".join(ROW_COUNTS))
     if params.get("single_transaction") and jobs is not None and int(jobs) > 1:
         raise RestoreError("single_transaction cannot be combined with jobs > 1 (pg_restore restores in parallel "
                            "with one connection per job)")
@@ -507,11 +517,14 @@ def decide(if_exists, exists, user_objects):
     return None
 
 
+def _plural(count, word):
+    return "%d %s%s" % (count, word, "" if count == 1 else "s")
+
+
 def describe_objects(user_objects):
-    parts = ["%d relation%s" % (user_objects.get("relations", 0), "" if user_objects.get("relations") == 1 else "s")]
+    parts = [_plural(user_objects.get("relations", 0), "relation")]
     if user_objects.get("large_objects"):
-        parts.append("%d large object%s" % (user_objects["large_objects"],
-                                             "" if user_objects["large_objects"] == 1 else "s"))
+        parts.append(_plural(user_objects["large_objects"], "large object"))
     return " and ".join(parts)
 
 
@@ -571,16 +584,6 @@ SQL_USER_OBJECTS = r"""SELECT json_build_object(
        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                        AND d.objid = c.oid AND d.deptype = 'e')),
   'large_objects', (SELECT count(*) FROM pg_largeobject_metadata))::text"""
-_USER_TABLES = r"""FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-  WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-    AND n.nspname !~ '^pg_(toast|temp_)'
-    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                    AND d.objid = c.oid AND d.deptype = 'e')"""
-SQL_COUNTS_EXACT = r"""SELECT coalesce(json_object_agg(t.name, t.n ORDER BY t.name), '{}')::text FROM (
-  SELECT n.nspname || '.' || c.relname AS name,
-    (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %I.%I', n.nspname, c.relname),
-                                          false, true, '')))[1]::text::bigint AS n
-  """ + _USER_TABLES + ") t"
 SQL_COUNTS_ESTIMATE = r"""SELECT coalesce(json_object_agg(t.name, t.n ORDER BY t.name), '{}')::text FROM (
   SELECT n.nspname || '.' || c.relname AS name, CASE WHEN c.reltuples < 0 THEN NULL
     ELSE c.reltuples::bigint END AS n
@@ -597,7 +600,7 @@ class PgRestore:
     def __init__(self, container, database, src, engine="auto", login_user=None, login_password=None, jobs=None,
                  owner=None, no_owner=False, no_privileges=False, globals=False, if_exists="fail",
                  single_transaction=False, analyze=True, verify_checksum=None, staging_dir="/tmp",
-                 maintenance_work_mem=None, row_counts="exact"):
+                 maintenance_work_mem=None, count_rows="exact"):
         if not src:
             raise RestoreError("src is required")
         self.params = {
@@ -606,7 +609,7 @@ class PgRestore:
             "globals": bool(globals), "if_exists": if_exists or "fail",
             "single_transaction": bool(single_transaction), "analyze": analyze is not False,
             "verify_checksum": verify_checksum, "staging_dir": staging_dir or "/tmp",
-            "maintenance_work_mem": maintenance_work_mem, "row_counts": row_counts or "exact",
+            "maintenance_work_mem": maintenance_work_mem, "count_rows": count_rows or "exact",
         }
         self.container = container
         self.database = database
@@ -619,6 +622,8 @@ class PgRestore:
         self._stages = []
         self._exec_ids = None
         self._server_major = None
+        self._interrupted_state = ""
+        self._completed = False
 
     # -- small exec helpers ----------------------------------------------------
 
@@ -789,6 +794,10 @@ class PgRestore:
                                    "or adopt the objects with no_owner: true (optionally with owner)"
                                    % (self.container, ", ".join(missing)))
         plan["owner"] = owner or (target["owner"] if target else None) or login["user"]
+        if owner and plan_kind in ("in_place", "clean") and not p["no_owner"] and owner != target["owner"]:
+            self.warnings.append("owner '%s' is not applied: database '%s' exists (owned by '%s'); owner sets the "
+                                 "owner of a database the module creates, and with no_owner the role that owns "
+                                 "the restored objects" % (owner, self.database, target["owner"]))
         return plan
 
     def _manifest(self):
@@ -937,7 +946,27 @@ class PgRestore:
     # -- the run -------------------------------------------------------------------
 
     def run(self, check_mode=False):
-        """Restore (or, in check mode, check and say what would happen); returns the result dict."""
+        """Restore (or, in check mode, check and say what would happen); returns the result dict.
+
+        SIGTERM is turned into an exception while it runs (main thread only), so
+        that a killed task still drops its staging database and staged files.
+        """
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            return self._run(check_mode)
+        except Terminated as exc:
+            if self._completed:
+                raise RestoreError("interrupted (%s) after the restore completed: database '%s' is in place, "
+                                   "only the row counts were not collected" % (exc, self.database), self._failure())
+            raise RestoreError("the restore was interrupted (%s); whatever it staged was removed%s"
+                               % (exc, self._interrupted_state), self._failure())
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _run(self, check_mode):
         clock = time.monotonic()
         try:
             try:
@@ -956,15 +985,20 @@ class PgRestore:
                 if self.pg is not None:
                     self._cleanup_stages()
         except (EngineError, PgError, PgToolError) as exc:
-            raise RestoreError(self._redact(str(exc)), {"actions": list(self.actions)})
+            raise RestoreError(self._redact(str(exc)), self._failure())
         except OSError as exc:
-            raise RestoreError("reading the archive failed: %s" % exc, {"actions": list(self.actions)})
+            raise RestoreError("reading the archive failed: %s" % exc, self._failure())
         except RestoreError as exc:
-            exc.result.setdefault("actions", list(self.actions))
+            for key, value in self._failure().items():
+                exc.result.setdefault(key, value)
             raise
         result["duration_s"] = round(time.monotonic() - clock, 3)
         result["warnings"] = list(self.warnings)
         return result
+
+    def _failure(self):
+        """What a failed run returns besides its message: the steps it took and its warnings."""
+        return {"actions": list(self.actions), "warnings": list(self.warnings)}
 
     def _result_base(self, plan):
         info = plan["info"]
@@ -1085,9 +1119,14 @@ class PgRestore:
         except BaseException as exc:
             if staging and not renamed:
                 self._drop_staging(staging, exc)
+            if not isinstance(exc, (RestoreError, PgError)):
+                # interrupted: a tool still running in the container must not go on writing
+                self._terminate_restore_sessions(staging or self.database)
+                self._interrupted_state = self._state(plan)
             if isinstance(exc, PgError):
                 raise RestoreError("restoring into database '%s' failed: %s%s" % (self.database, exc, self._state(plan)))
             raise
+        self._completed = True
         counts = self._row_counts()
         return {
             "changed": True,
@@ -1170,6 +1209,15 @@ class PgRestore:
         except PgError as exc:
             self.warnings.append("the old database was kept as '%s' because dropping it failed: %s" % (aside, exc))
 
+    def _terminate_restore_sessions(self, database):
+        """End pg_restore/psql sessions of ours that outlive a killed engine client."""
+        sql = ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :'db' "
+               "AND pid <> pg_backend_pid() AND application_name IN ('pg_restore', 'psql')")
+        try:
+            self._psql(sql, variables={"db": database})
+        except (PgError, EngineError) as exc:
+            self.warnings.append("could not stop the restore sessions in database '%s': %s" % (database, exc))
+
     def _try_sql(self, sql, variables):
         try:
             self._psql(sql, variables=variables)
@@ -1181,15 +1229,21 @@ class PgRestore:
         try:
             self._psql('DROP DATABASE IF EXISTS :"staging"' + force, variables={"staging": staging})
             self.actions.append("dropped staging database %s after the failure" % staging)
-        except PgError as drop_exc:
+        except (PgError, EngineError) as drop_exc:
             self.warnings.append("could not drop the staging database %s after the failure (%s); drop it by hand"
                                  % (staging, drop_exc))
             if isinstance(exc, RestoreError):
                 exc.args = (exc.args[0] + " [the staging database %s could not be dropped: drop it by hand]" % staging,)
 
     def _row_counts(self):
-        sql = SQL_COUNTS_EXACT if self.params["row_counts"] == "exact" else SQL_COUNTS_ESTIMATE
-        return self._json(sql, database=self.database) or {}
+        """Rows per user table of the restored database; a failure here is a warning (the restore is done)."""
+        try:
+            if self.params["count_rows"] == "exact":
+                return self.pg.table_row_counts(self.database)
+            return self._json(SQL_COUNTS_ESTIMATE, database=self.database) or {}
+        except (PgError, EngineError, ValueError) as exc:
+            self.warnings.append("the restore completed, but counting the rows failed: %s" % self._redact(str(exc)))
+            return {}
 
 
 def restore(**options):

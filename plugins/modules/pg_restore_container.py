@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, NL-BIOMERO database maintainers
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import absolute_import, division, print_function
 
@@ -17,11 +17,11 @@ description:
     the C(.pg_dump) file of an existing OMERO install), into a database of a running PostgreSQL container,
     with the container's own C(pg_restore) (or C(psql) for a plain SQL script) run through C(docker exec)
     or C(podman exec).
-  - Before the target is touched it checks, in this order, the target database's state (see O(if_exists)),
-    the archive's sha256 against the manifest C(<src>.manifest.json) (see O(verify_checksum)), the archive
-    header (format, and the versions of the server it was dumped from and of C(pg_dump)), that the target
-    is not an older major version than the dump (a dump from a newer major version fails with a message
-    naming both versions), that the target container's C(pg_restore) reads the archive's table of contents,
+  - Before the target is touched it checks the archive header (format, and the versions of the server it
+    was dumped from and of C(pg_dump)) and that the target is not an older major version (a dump from a
+    newer major version fails with a message naming both versions), the state of the target database
+    (see O(if_exists)), the archive's sha256 against the manifest C(<src>.manifest.json) (see
+    O(verify_checksum)), that the target container's C(pg_restore) reads the archive's table of contents,
     and that the roles owning the archive's objects exist in the target (or are created by O(globals)).
     Check mode stops there and reports what would happen.
   - A database the module creates is first restored under a temporary name (C(nlb_restore_<hex>)) and only
@@ -40,7 +40,7 @@ description:
   - Stop the clients of the database (OMERO.server, BIOMERO workers, importer) before restoring over an
     existing database; O(if_exists=replace) terminates the sessions still connected when it swaps.
 author:
-  - NL-BIOMERO database maintainers
+  - NL-BIOMERO database maintainers (@NL-BIOMERO)
 extends_documentation_fragment:
   - nl_biomero.database.container
 options:
@@ -153,9 +153,9 @@ options:
       - C(maintenance_work_mem) for the restoring sessions (for example V(512MB)); speeds up index builds.
         Each parallel job may use this much memory.
     type: str
-  row_counts:
+  count_rows:
     description:
-      - How the returned per-table row counts are obtained after the restore.
+      - How the returned per-table row counts (RV(row_counts)) are obtained after the restore.
       - V(exact) counts every table (C(count(*)); a full scan of each table).
       - V(estimate) reads the planner's estimates (exact enough after O(analyze); instant on large databases).
     type: str
@@ -164,6 +164,7 @@ options:
 attributes:
   check_mode:
     support: full
+    description: Can run in check_mode and return changed status prediction without modifying target.
     details:
       - Runs every check (checksum, archive header and versions, C(pg_restore --list) in the target
         container, roles, target state) and returns the RV(actions) it would take.
@@ -172,8 +173,10 @@ attributes:
       - The checks are read-only, so check mode gives the same answer each time it runs.
   diff_mode:
     support: none
+    description: There is no before/after to show; RV(actions) lists what was done.
   idempotent:
     support: partial
+    description: Whether a second run with the same arguments reports no change.
     details:
       - A restore always changes the target. With O(if_exists=skip) a re-run leaves the restored database
         alone (C(changed=false)); with the default O(if_exists=fail) a re-run fails because the database is
@@ -351,7 +354,7 @@ tables:
   elements: str
   sample: [public.experimenter, public.image]
 row_counts:
-  description: Rows per table after the restore (see O(row_counts)); empty in check mode.
+  description: Rows per table after the restore (see O(count_rows)); empty in check mode.
   returned: success
   type: dict
   sample: {public.image: 120345, public.experimenter: 12}
@@ -394,14 +397,17 @@ def main():
             verify_checksum=dict(type="bool"),
             staging_dir=dict(type="str", default="/tmp"),
             maintenance_work_mem=dict(type="str"),
-            row_counts=dict(type="str", default="exact", choices=["exact", "estimate"]),
+            count_rows=dict(type="str", default="exact", choices=["exact", "estimate"]),
         ),
         supports_check_mode=True,
     )
     try:
         result = PgRestore(**module.params).run(check_mode=module.check_mode)
     except RestoreError as exc:
-        module.fail_json(msg=str(exc), **exc.result)
+        details = dict(exc.result)
+        for warning in details.pop("warnings", []):
+            module.warn(warning)
+        module.fail_json(msg=str(exc), **details)
     for warning in result.pop("warnings", []):
         module.warn(warning)
     module.exit_json(**result)

@@ -203,12 +203,11 @@ def copy_set(result, directory):
 
 
 @pytest.fixture(scope="module")
-def keeper(cluster, dumps):
+def keeper(cluster, round_trips):
     """A database restored into tgt15 that failure tests must leave untouched: (name, fingerprint)."""
-    tgt = cluster["tgt15"]
-    result = restore(tgt, "keeper", dumps(15, "custom")["path"], globals=True)
-    assert not result.get("failed"), result
-    return "keeper", dataset.fingerprint(tgt, "keeper")
+    result = round_trips["keeper"]
+    assert not result.get("failed"), result.get("msg")
+    return "keeper", dataset.fingerprint(cluster["tgt15"], "keeper")
 
 
 # --------------------------------------------------------------------------
@@ -245,7 +244,11 @@ def round_trips(cluster, dumps):
     for fmt, compress in OTHER_FORMATS:
         tasks.append(restore_task(cluster["tgt17"], "rt_other_%s" % fmt, dumps(15, fmt, compress)["path"],
                                   globals=True))
-    return dict(zip(ROUND_TRIPS + OTHER_FORMATS, run_tasks(tasks)))
+    # the databases of test_replace_and_clean and of the `keeper` fixture
+    extra = ["replace_me", "keeper"]
+    for name in extra:
+        tasks.append(restore_task(cluster["tgt15"], name, dumps(15, "custom")["path"], globals=True))
+    return dict(zip(ROUND_TRIPS + OTHER_FORMATS + extra, run_tasks(tasks)))
 
 
 @pytest.mark.parametrize("case", ROUND_TRIPS, ids=["15-15-custom", "15-15-directory-j2", "17-17-custom-j2",
@@ -270,8 +273,8 @@ def test_round_trip(cluster, round_trips, source_fp, case):
     assert result["tables_restored"] == len([name for name in expected["tables"] if name != "events.metric"])
     globals_report = result["globals"]
     assert "app" in globals_report["roles_skipped"]
-    assert set(globals_report["roles_created"] + globals_report["roles_skipped"]) >= {"app", "nlb_reader",
-                                                                                         "nlb_writer"}
+    restored_roles = set(globals_report["roles_created"] + globals_report["roles_skipped"])
+    assert restored_roles >= {"app", "nlb_reader", "nlb_writer"}
     # everything that matters is there: data, order, sequences, large objects, grants, memberships, DDL
     assert dataset.fingerprint(tgt, database) == expected
     # sequences continue after the restored rows
@@ -299,77 +302,136 @@ def test_round_trip_other_formats(cluster, round_trips, source_fp, case):
     assert dataset.fingerprint(tgt, database) == source_fp(15)
 
 
-# --------------------------------------------------------------------------
-# failures: clear message, nothing lost
-# --------------------------------------------------------------------------
-
-def test_newer_major_is_refused(cluster, dumps):
-    dump = dumps(17, "custom")
+def test_replace_and_clean(cluster, round_trips, dumps, source_fp):
+    """replace swaps in a fresh copy (terminating a session still connected); clean restores in place."""
     tgt = cluster["tgt15"]
-    result = restore(tgt, "from17", dump["path"])
-    assert result.get("failed"), result
-    target_version = tgt.query("SHOW server_version").split()[0]
-    assert "newer major version" in result["msg"]
-    assert dump["server_version"] in result["msg"] and target_version in result["msg"], result["msg"]
-    assert not db_exists(tgt, "from17")
+    assert not round_trips["replace_me"].get("failed"), round_trips["replace_me"].get("msg")
+    src = dumps(15, "directory")["path"]
+    tgt.psql("INSERT INTO core.project (name, created) VALUES ('marker', now())", database="replace_me")
+    session = subprocess.Popen([harness.ENGINE, "exec", tgt.name, "psql", "-U", tgt.user, "-d", "replace_me", "-c",
+                                "SELECT pg_sleep(300)"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)
+        (replaced,) = run_tasks([restore_task(tgt, "replace_me", src, if_exists="replace", jobs=2)])
+        assert session.wait(timeout=60) != 0
+        assert "terminating connection" in session.stderr.read()
+    finally:
+        if session.poll() is None:
+            session.kill()
+    assert not replaced.get("failed"), replaced.get("msg")
+    assert replaced["plan"] == "replace" and replaced["changed"] is True
+    assert any("dropped the old database" in action for action in replaced["actions"])
+    assert dataset.fingerprint(tgt, "replace_me") == source_fp(15)
+
+    tgt.psql("INSERT INTO core.project (name, created) VALUES ('marker', now()); "
+             "UPDATE public.settings SET value = 'changed'", database="replace_me")
+    (cleaned,) = run_tasks([restore_task(tgt, "replace_me", src, if_exists="clean", jobs=2)])
+    assert not cleaned.get("failed"), cleaned.get("msg")
+    assert cleaned["plan"] == "clean"
+    assert dataset.fingerprint(tgt, "replace_me") == source_fp(15)
     assert leftovers(tgt) == []
 
 
-def test_checksum_mismatch_leaves_target_untouched(cluster, dumps, keeper, tmp_path):
-    tgt = cluster["tgt15"]
-    name, before = keeper
-    path = copy_set(dumps(15, "custom"), str(tmp_path / "corrupt"))
-    size = os.path.getsize(path)
-    with open(path, "r+b") as handle:
+# --------------------------------------------------------------------------
+# failures: clear message, nothing lost; and check mode
+# --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def probes(cluster, dumps, keeper, tmp_path_factory):
+    """Runs that must change nothing, as the tasks of one playbook: {name: result}.
+
+    Most of them aim at the `keeper` database, whose fingerprint was taken
+    before: each test compares it afterwards, i.e. after ALL of these runs.
+    """
+    base = tmp_path_factory.mktemp("probes")
+    tgt15, tgt17, src15 = cluster["tgt15"], cluster["tgt17"], cluster["src15"]
+    custom15 = dumps(15, "custom")
+
+    # a copy of a dump with one byte flipped, manifest and globals beside it
+    corrupt = copy_set(custom15, str(base / "corrupt"))
+    size = os.path.getsize(corrupt)
+    with open(corrupt, "r+b") as handle:
         handle.seek(size // 2)
         byte = handle.read(1)
         handle.seek(size // 2)
         handle.write(bytes([byte[0] ^ 0xFF]))
-    result = restore(tgt, name, path, if_exists="replace", globals=True)
+    # the first half of a dump, no manifest: like a foreign dump cut off in transfer
+    truncated = str(base / "truncated.dump")
+    with open(custom15["path"], "rb") as full, open(truncated, "wb") as out:
+        out.write(full.read(os.path.getsize(custom15["path"]) // 2))
+    # a foreign dump granting to a role that only its source cluster has
+    src15.psql("CREATE ROLE nlb_ghost; CREATE DATABASE ghostdb")
+    try:
+        src15.psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100); "
+                   "GRANT SELECT ON t TO nlb_ghost", database="ghostdb")
+        ghost = direct_dump(src15, "ghostdb", base / "ghost.dump")
+    finally:
+        src15.psql("DROP DATABASE IF EXISTS ghostdb; DROP ROLE IF EXISTS nlb_ghost")
+    stopped = unique(PREFIX + "-stopped")
+    engine("create", "--name", stopped, harness.IMAGES[17])
+    probes = {
+        "newer": restore_task(tgt15, "from17", dumps(17, "custom")["path"]),
+        "checksum": restore_task(tgt15, "keeper", corrupt, if_exists="replace", globals=True),
+        "truncated": restore_task(tgt15, "keeper", truncated, if_exists="replace"),
+        "refused": restore_task(tgt15, "keeper", custom15["path"]),
+        "skipped": restore_task(tgt15, "keeper", custom15["path"], if_exists="skip"),
+        "ghost": restore_task(tgt17, "ghost", ghost),
+        "stopped": (RESTORE, {"container": stopped, "database": "x", "src": custom15["path"]}),
+        "check_replace": restore_task(tgt15, "keeper", custom15["path"], check_mode=True, if_exists="replace"),
+        "check_new_1": restore_task(tgt17, "check_only", dumps(15, "directory")["path"], check_mode=True,
+                                    globals=True),
+        "check_new_2": restore_task(tgt17, "check_only", dumps(15, "directory")["path"], check_mode=True,
+                                    globals=True),
+    }
+    try:
+        results = dict(zip(probes, run_tasks(list(probes.values()))))
+    finally:
+        engine("rm", "-f", stopped, check=False)
+    results["stopped"]["_container"] = stopped
+    return results
+
+
+def test_newer_major_is_refused(cluster, dumps, probes):
+    tgt = cluster["tgt15"]
+    result = probes["newer"]
     assert result.get("failed"), result
-    assert "checksum mismatch" in result["msg"] and "untouched" in result["msg"]
-    assert dataset.fingerprint(tgt, name) == before
+    target_version = tgt.query("SHOW server_version").split()[0]
+    assert "newer major version" in result["msg"]
+    assert dumps(17, "custom")["server_version"] in result["msg"] and target_version in result["msg"], result["msg"]
+    assert not db_exists(tgt, "from17")
     assert leftovers(tgt) == []
 
 
-def test_truncated_archive_leaves_target_untouched(cluster, dumps, keeper, tmp_path):
-    tgt = cluster["tgt15"]
-    name, before = keeper
-    src = dumps(15, "custom")["path"]
-    truncated = str(tmp_path / "truncated.dump")  # no manifest: like a foreign dump cut off in transfer
-    with open(src, "rb") as full, open(truncated, "wb") as out:
-        out.write(full.read(os.path.getsize(src) // 2))
-    result = restore(tgt, name, truncated, if_exists="replace")
+def test_checksum_mismatch_leaves_target_untouched(cluster, keeper, probes):
+    result = probes["checksum"]
+    assert result.get("failed"), result
+    assert "checksum mismatch" in result["msg"] and "untouched" in result["msg"]
+    assert dataset.fingerprint(cluster["tgt15"], keeper[0]) == keeper[1]
+    assert leftovers(cluster["tgt15"]) == []
+
+
+def test_truncated_archive_leaves_target_untouched(cluster, keeper, probes):
+    result = probes["truncated"]
     assert result.get("failed"), result
     assert "pg_restore into database 'keeper' failed" in result["msg"]
     assert "end of file" in result["msg"] or "could not read" in result["msg"], result["msg"]
     assert "existing database 'keeper' is untouched" in result["msg"]
-    assert dataset.fingerprint(tgt, name) == before
-    assert leftovers(tgt) == []
+    assert dataset.fingerprint(cluster["tgt15"], keeper[0]) == keeper[1]
+    assert leftovers(cluster["tgt15"]) == []
 
 
-def test_non_empty_target_is_refused_or_skipped(cluster, dumps, keeper):
-    tgt = cluster["tgt15"]
-    name, before = keeper
-    src = dumps(15, "custom")["path"]
-    refused, skipped = run_tasks([restore_task(tgt, name, src), restore_task(tgt, name, src, if_exists="skip")])
+def test_non_empty_target_is_refused_or_skipped(cluster, keeper, probes):
+    refused, skipped = probes["refused"], probes["skipped"]
     assert refused.get("failed"), refused
     assert "already has" in refused["msg"] and "if_exists" in refused["msg"]
     assert not skipped.get("failed") and skipped["changed"] is False and skipped["plan"] == "skip"
-    assert dataset.fingerprint(tgt, name) == before
+    assert dataset.fingerprint(cluster["tgt15"], keeper[0]) == keeper[1]
 
 
-def test_restore_error_fails_with_exit_on_error(cluster, tmp_path):
+def test_restore_error_fails_with_exit_on_error(cluster, probes):
     """A grant to a role the target does not have: pg_restore's error fails the task, nothing is left."""
-    src, tgt = cluster["src15"], cluster["tgt17"]
-    src.psql("CREATE ROLE nlb_ghost; CREATE DATABASE ghostdb")
-    try:
-        src.psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100); "
-                 "GRANT SELECT ON t TO nlb_ghost", database="ghostdb")
-        path = direct_dump(src, "ghostdb", tmp_path / "ghost.dump")
-    finally:
-        src.psql("DROP DATABASE IF EXISTS ghostdb; DROP ROLE IF EXISTS nlb_ghost")
-    result = restore(tgt, "ghost", path)
+    tgt = cluster["tgt17"]
+    result = probes["ghost"]
     assert result.get("failed"), result
     assert 'role "nlb_ghost" does not exist' in result["msg"]
     assert "globals" in result["msg"] and "was not created" in result["msg"]
@@ -377,15 +439,31 @@ def test_restore_error_fails_with_exit_on_error(cluster, tmp_path):
     assert leftovers(tgt) == []
 
 
-def test_container_not_running(dumps):
-    name = unique(PREFIX + "-stopped")
-    engine("create", "--name", name, harness.IMAGES[17])
-    try:
-        result = run_module(RESTORE, {"container": name, "database": "x", "src": dumps(15, "custom")["path"]})
-    finally:
-        engine("rm", "-f", name, check=False)
+def test_container_not_running(probes):
+    result = probes["stopped"]
     assert result.get("failed"), result
-    assert "is not running" in result["msg"] and name in result["msg"]
+    assert "is not running" in result["msg"] and result["_container"] in result["msg"]
+
+
+def test_check_mode_changes_nothing_and_is_repeatable(cluster, probes):
+    tgt = cluster["tgt17"]
+    first, second = probes["check_new_1"], probes["check_new_2"]
+    assert not first.get("failed"), first.get("msg")
+    assert stable(first) == stable(second)
+    assert first["changed"] is True and first["plan"] == "create"
+    assert first["msg"].startswith("would restore")
+    assert first["tables_restored"] == 9 and first["row_counts"] == {}
+    assert any("staging database" in action for action in first["actions"])
+    assert not db_exists(tgt, "check_only")
+    assert leftovers(tgt) == []
+
+
+def test_check_mode_replace_leaves_database(cluster, keeper, probes):
+    result = probes["check_replace"]
+    assert not result.get("failed"), result.get("msg")
+    assert result["changed"] is True and result["plan"] == "replace"
+    assert any("terminate its sessions" in action for action in result["actions"])
+    assert dataset.fingerprint(cluster["tgt15"], keeper[0]) == keeper[1]
 
 
 def test_shell_metacharacters_in_names(cluster, dumps, source_fp, tmp_path):
@@ -405,55 +483,34 @@ def test_shell_metacharacters_in_names(cluster, dumps, source_fp, tmp_path):
 
 
 def test_password_not_in_argv_or_results(cluster, dumps):
+    """The password is watched for in every process's argv (``ps``) during a staged parallel restore.
+
+    It is unique to this test: other tests on this machine start containers
+    with the harness's default password on their command lines. (Local socket
+    connections are trusted by the image, so any value connects.)
+    """
     tgt = cluster["tgt15"]
+    password = "nlb-rst-%s-p'w" % os.urandom(6).hex()
     seen = []
     done = threading.Event()
 
     def watch():
         while not done.is_set():
             out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=False).stdout
-            seen.append(tgt.password in out)
+            seen.append(password in out)
             time.sleep(0.02)
 
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        result = restore(tgt, "with_password", dumps(15, "directory")["path"], login_password=tgt.password,
+        result = restore(tgt, "with_password", dumps(15, "directory")["path"], login_password=password,
                          login_user=tgt.user, jobs=2, globals=True)
     finally:
         done.set()
         watcher.join()
     assert not result.get("failed"), result.get("msg")
     assert len(seen) > 10 and not any(seen)
-    assert tgt.password not in json.dumps(result)
-
-
-# --------------------------------------------------------------------------
-# check mode
-# --------------------------------------------------------------------------
-
-def test_check_mode_changes_nothing_and_is_repeatable(cluster, dumps):
-    tgt = cluster["tgt17"]
-    src = dumps(15, "directory")["path"]
-    first, second = run_tasks([restore_task(tgt, "check_only", src, check_mode=True, globals=True)] * 2)
-    assert not first.get("failed"), first.get("msg")
-    assert stable(first) == stable(second)
-    assert first["changed"] is True and first["plan"] == "create"
-    assert first["msg"].startswith("would restore")
-    assert first["tables_restored"] == 9 and first["row_counts"] == {}
-    assert any("staging database" in action for action in first["actions"])
-    assert not db_exists(tgt, "check_only")
-    assert leftovers(tgt) == []
-
-
-def test_check_mode_replace_leaves_database(cluster, dumps, keeper):
-    tgt = cluster["tgt15"]
-    name, before = keeper
-    result = restore(tgt, name, dumps(15, "custom")["path"], check_mode=True, if_exists="replace")
-    assert not result.get("failed"), result.get("msg")
-    assert result["changed"] is True and result["plan"] == "replace"
-    assert any("terminate its sessions" in action for action in result["actions"])
-    assert dataset.fingerprint(tgt, name) == before
+    assert password not in json.dumps(result)
 
 
 # --------------------------------------------------------------------------
