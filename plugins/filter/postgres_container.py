@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, NL-BIOMERO database maintainers
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters of the role postgres_container: turn the role's variables into
 container specifications, in two steps.
 
@@ -22,6 +22,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import math
+import re
 
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.text.converters import to_text
@@ -278,6 +279,59 @@ def postgres_container_spec(plans, common, check_result):
     return [_spec_one(plan, dict(common or {}), probed) for plan in plans]
 
 
+def _health(status):
+    if "(healthy)" in status:
+        return "healthy"
+    if "(unhealthy)" in status:
+        return "unhealthy"
+    if "(health: starting)" in status:
+        return "starting"
+    return "none"
+
+
+def postgres_container_listed(containers, specs):
+    """Per spec, its container from ``docker_host_info`` (``verbose_output``):
+    exists, state, status, health, the running major (our label, else the
+    image tag) and ``settled`` (healthy, or in a state it will not leave on
+    its own: missing, exited, dead, restarting).
+
+    The container list carries no environment (so no password), unlike
+    ``docker_container_info``, and one call covers every instance.
+    """
+    by_name = {}
+    for container in containers or []:
+        for name in container.get("Names") or []:
+            by_name[name.lstrip("/")] = container
+    summaries = []
+    for spec in specs or []:
+        container = by_name.get(spec["name"])
+        labels = (container or {}).get("Labels") or {}
+        status = to_text((container or {}).get("Status") or "")
+        state = to_text((container or {}).get("State") or "") if container else "missing"
+        health = _health(status)
+        running_major = labels.get(LABEL_PREFIX + "major") or major_from_image((container or {}).get("Image")) or ""
+        summaries.append({
+            "name": spec["name"],
+            "image": spec.get("image"),
+            "major": spec.get("major"),
+            "log_dir": spec.get("log_dir"),
+            "exists": container is not None,
+            "id": (container or {}).get("Id") or "",
+            "running_image": (container or {}).get("Image") or "",
+            "running_major": to_text(running_major),
+            "state": state,
+            "status": status,
+            "health": health,
+            "settled": health == "healthy" or state in ("missing", "exited", "dead", "restarting"),
+        })
+    return summaries
+
+
+def postgres_container_name_filter(specs):
+    """Anchored regular expressions for docker's container ``name`` filter."""
+    return ["^/%s$" % re.escape(spec["name"]) for spec in specs or []]
+
+
 class FilterModule(object):
     """Filters of the role postgres_container."""
 
@@ -285,4 +339,6 @@ class FilterModule(object):
         return {
             "postgres_container_plan": postgres_container_plan,
             "postgres_container_spec": postgres_container_spec,
+            "postgres_container_listed": postgres_container_listed,
+            "postgres_container_name_filter": postgres_container_name_filter,
         }

@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, NL-BIOMERO database maintainers
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import absolute_import, division, print_function
 
@@ -24,7 +24,7 @@ description:
   - Changes nothing; runs in check mode too. The image must be present
     locally (it is never pulled).
 author:
-  - NL-BIOMERO database maintainers
+  - NL-BIOMERO database maintainers (@NL-BIOMERO)
 options:
   instances:
     description:
@@ -59,16 +59,25 @@ options:
     description:
       - Engine endpoint (sets E(DOCKER_HOST) for docker, E(CONTAINER_HOST) for podman).
     type: str
+  probe_user:
+    description:
+      - Also read the uid and gid of the image's C(postgres) user (for host directories it must own).
+    type: bool
+    default: true
 attributes:
   check_mode:
     support: full
     description: Runs in check mode; it only reads.
   diff_mode:
     support: none
+    description: Nothing to diff; it changes nothing.
   idempotent:
     support: full
+    description: Only reads; the same input gives the same answer.
 notes:
-  - Each image costs two throwaway containers, each instance one; they run in parallel.
+  - Each instance costs one throwaway container, each image one more with O(probe_user); they run
+    in parallel. Only when a check fails are the names read from C(--describe-config) to report every
+    unknown name.
 """
 
 EXAMPLES = r"""
@@ -96,6 +105,7 @@ images:
   type: dict
   sample:
     "postgres:16": {"server_version_num": 160004, "major": 16, "uid": 999, "gid": 999}
+    # uid and gid only with probe_user
 instances:
   description: Per instance, the image facts it uses.
   returned: always
@@ -159,65 +169,95 @@ class SettingsChecker:
         with ThreadPoolExecutor(max_workers=MAX_PARALLEL) as pool:
             return list(pool.map(run, jobs))
 
-    def probe_images(self, images):
+    def _engine_failed(self, image, rc, out, err):
+        # 125: the engine could not run the container (no such image, ...);
+        # 126/127: the command is missing in the image.
+        if rc in (125, 126, 127):
+            self.module.fail_json(msg="cannot run a throwaway container of image %s (is the image present? it is "
+                                      "never pulled here): %s" % (image, (err or out).strip()))
+
+    def _known_names(self, images):
+        """Setting names per image, from ``postgres --describe-config``."""
         images = sorted(set(images))
-        jobs = []
-        for image in images:
-            jobs += [(image, "postgres", ["--describe-config"]), (image, "id", [])]
-        results = self._run_all(jobs)
-        for index, image in enumerate(images):
-            (rc, out, err), (id_rc, id_out, id_err) = results[2 * index], results[2 * index + 1]
+        results = self._run_all([(image, "postgres", ["--describe-config"]) for image in images])
+        for image, (rc, out, err) in zip(images, results):
+            self._engine_failed(image, rc, out, err)
             if rc != 0:
-                self.module.fail_json(msg="cannot run postgres --describe-config in image %s (is the image present?): %s"
-                                      % (image, err.strip() or out.strip()))
-            if id_rc != 0:
-                self.module.fail_json(msg="cannot read the postgres user of image %s: %s" % (image, id_err.strip()))
-            uid, gid = parse_id(id_out)
-            self.images[image] = {"known": parse_describe_config(out), "uid": uid, "gid": gid}
+                self.module.fail_json(msg="postgres --describe-config failed in image %s: %s" % (image, err.strip()))
+            self.images.setdefault(image, {})["known"] = parse_describe_config(out)
 
-    def _names_ok(self, instance):
-        """Syntax and names (against --describe-config); the settings to pass on, or None."""
-        name, image = instance["name"], instance["image"]
-        try:
-            settings = normalize_settings(instance["settings"])
-        except SettingsError as exc:
-            self.errors.append({"instance": name, "setting": None, "message": str(exc)})
-            return None
-        settings = dict((k, v) for k, v in settings.items() if v is not None)
-        unknown = unknown_settings(settings, self.images[image]["known"])
-        for setting in unknown:
-            self.errors.append({"instance": name, "setting": setting,
-                                "message": "unknown setting '%s' (not a parameter of %s)" % (setting, image)})
-        # The values of the known ones are still worth checking.
-        return dict((k, v) for k, v in settings.items() if k not in unknown)
+    def _value_error(self, instance, settings, err, rc):
+        setting = parameter_in_error(err)
+        value = instance["max_connections"] if setting == "max_connections" else settings.get(setting)
+        prefix = "'%s' = '%s': " % (setting, value) if setting else ""
+        self.errors.append({"instance": instance["name"], "setting": setting,
+                            "message": prefix + (error_summary(err) or "postgres exited with %d" % rc)})
 
-    def check(self, instances):
-        self.probe_images([instance["image"] for instance in instances])
+    def check(self, instances, probe_user):
+        """Validate every instance; returns the per-instance image facts.
+
+        The common case costs one throwaway container per instance (plus one
+        per image for the uid): the image's postgres parses ``-N`` and every
+        ``-c`` as the server does and prints server_version_num. Only when
+        that fails are the names checked against --describe-config, so that
+        every unknown name is reported, and the values are parsed again
+        without them.
+        """
         todo = []
         for instance in instances:
-            settings = self._names_ok(instance)
-            if settings is not None:
-                todo.append((instance, settings))
-        # Values: the image's postgres parses -N and every -c as the server does.
-        results = self._run_all([(instance["image"], "postgres",
-                                  check_command_args(instance["max_connections"], settings))
-                                 for instance, settings in todo])
-        checked = []
-        for (instance, settings), (rc, out, err) in zip(todo, results):
-            name, image = instance["name"], instance["image"]
+            try:
+                settings = normalize_settings(instance["settings"])
+            except SettingsError as exc:
+                self.errors.append({"instance": instance["name"], "setting": None, "message": str(exc)})
+                continue
+            todo.append((instance, dict((k, v) for k, v in settings.items() if v is not None)))
+        images = sorted(set(instance["image"] for instance, _settings in todo))
+        jobs = [(instance["image"], "postgres", check_command_args(instance["max_connections"], settings))
+                for instance, settings in todo]
+        if probe_user:
+            jobs += [(image, "id", []) for image in images]
+        results = self._run_all(jobs)
+        for image, (rc, out, err) in zip(images, results[len(todo):]):
+            self._engine_failed(image, rc, out, err)
             if rc != 0:
-                setting = parameter_in_error(err)
-                value = instance["max_connections"] if setting == "max_connections" else settings.get(setting)
-                prefix = "'%s' = '%s': " % (setting, value) if setting else ""
-                self.errors.append({"instance": name, "setting": setting,
-                                    "message": prefix + (error_summary(err) or "postgres exited with %d" % rc)})
+                self.module.fail_json(msg="cannot read the postgres user of image %s: %s" % (image, err.strip()))
+            uid, gid = parse_id(out)
+            self.images.setdefault(image, {}).update({"uid": uid, "gid": gid})
+
+        failed = []
+        checked = {}
+        for (instance, settings), (rc, out, err) in zip(todo, results[:len(todo)]):
+            self._engine_failed(instance["image"], rc, out, err)
+            if rc != 0:
+                failed.append((instance, settings))
                 continue
             version_num = int(out.strip().splitlines()[-1])
-            facts = self.images[image]
+            facts = self.images.setdefault(instance["image"], {})
             facts.update({"server_version_num": version_num, "major": major_from_version_num(version_num)})
-            checked.append({"name": name, "image": image, "major": facts["major"],
-                            "server_version_num": version_num, "uid": facts["uid"], "gid": facts["gid"]})
-        return checked
+            checked[instance["name"]] = {"name": instance["name"], "image": instance["image"], "major": facts["major"],
+                                         "server_version_num": version_num, "uid": facts.get("uid"),
+                                         "gid": facts.get("gid")}
+        if failed:
+            self._explain(failed)
+        return [checked[instance["name"]] for instance, _settings in todo if instance["name"] in checked]
+
+    def _explain(self, failed):
+        """Report every unknown name, then the first bad value of the rest."""
+        self._known_names([instance["image"] for instance, _settings in failed])
+        again = []
+        for instance, settings in failed:
+            unknown = unknown_settings(settings, self.images[instance["image"]]["known"])
+            for setting in unknown:
+                self.errors.append({"instance": instance["name"], "setting": setting,
+                                    "message": "unknown setting '%s' (not a parameter of %s)"
+                                               % (setting, instance["image"])})
+            again.append((instance, dict((k, v) for k, v in settings.items() if k not in unknown)))
+        results = self._run_all([(instance["image"], "postgres",
+                                  check_command_args(instance["max_connections"], settings))
+                                 for instance, settings in again])
+        for (instance, settings), (rc, out, err) in zip(again, results):
+            if rc != 0:
+                self._value_error(instance, settings, err, rc)
 
 
 def main():
@@ -231,6 +271,7 @@ def main():
             )),
             engine=dict(type="str", default="auto", choices=["auto", "docker", "podman"]),
             docker_host=dict(type="str"),
+            probe_user=dict(type="bool", default=True),
         ),
         supports_check_mode=True,
     )
@@ -239,7 +280,7 @@ def main():
     except EngineError as exc:
         module.fail_json(msg=str(exc))
     checker = SettingsChecker(module, engine)
-    results = checker.check(module.params["instances"])
+    results = checker.check(module.params["instances"], module.params["probe_user"])
     if checker.errors:
         order = [instance["name"] for instance in module.params["instances"]]
         checker.errors.sort(key=lambda e: order.index(e["instance"]))

@@ -34,7 +34,8 @@ def check_result(plans, major=16):
 
 
 def test_filters_are_registered():
-    assert set(FilterModule().filters()) == {"postgres_container_plan", "postgres_container_spec"}
+    assert set(FilterModule().filters()) == {"postgres_container_plan", "postgres_container_spec",
+                                             "postgres_container_listed", "postgres_container_name_filter"}
 
 
 def test_defaults_share_the_host_memory_between_the_two_instances():
@@ -166,3 +167,26 @@ def test_spec_explicit_mount_override():
 def test_spec_requires_a_check_result():
     with pytest.raises(AnsibleFilterError, match="pg_settings_check returned nothing"):
         postgres_container_spec(plan(), COMMON, {"instances": []})
+
+
+def test_listed_summarises_the_container_list():
+    from ansible_collections.nl_biomero.database.plugins.filter.postgres_container import (
+        postgres_container_listed, postgres_container_name_filter)
+    containers = [
+        {"Names": ["/database"], "Id": "abc", "Image": "postgres:16", "State": "running",
+         "Status": "Up 3 minutes (healthy)", "Labels": {}},
+        {"Names": ["/database-biomero"], "Id": "def", "Image": "sha256:0123", "State": "running",
+         "Status": "Up 2 seconds (health: starting)", "Labels": {"nl-biomero.database.major": "17"}},
+        {"Names": ["/crashy"], "State": "restarting", "Status": "Restarting (1) 2 seconds ago"},
+    ]
+    specs = [{"name": "database", "image": "postgres:17", "major": 17}, {"name": "database-biomero", "major": 17},
+             {"name": "crashy"}, {"name": "new"}]
+    listed = postgres_container_listed(containers, specs)
+    assert [(x["name"], x["health"], x["settled"], x["running_major"]) for x in listed] == [
+        ("database", "healthy", True, "16"),
+        ("database-biomero", "starting", False, "17"),
+        ("crashy", "none", True, ""),
+        ("new", "none", True, ""),
+    ]
+    assert listed[3]["exists"] is False and listed[3]["state"] == "missing"
+    assert postgres_container_name_filter([{"name": "database"}, {"name": "db.x"}]) == ["^/database$", "^/db\\.x$"]
