@@ -14,18 +14,13 @@ e.g. ``--runtime runc --ulimit nofile=1024:1024``).
 
 import os
 import shlex
-import subprocess
 import time
 import uuid
 
 import pytest
 
-ENGINE = os.environ.get("NLB_ENGINE", "docker")
+from conftest import ENGINE, IMAGES, engine
 RUN_ARGS = shlex.split(os.environ.get("NLB_ENGINE_RUN_ARGS", ""))
-IMAGES = {
-    15: os.environ.get("NLB_IMAGE_PG15", "nl-biomero/postgres:15"),
-    17: os.environ.get("NLB_IMAGE_PG17", "nl-biomero/postgres:17"),
-}
 PREFIX = "nlbtest-img-"
 RUN_ID = uuid.uuid4().hex[:8]
 RUN_LABEL = "org.nl-biomero.test-run=" + RUN_ID
@@ -40,12 +35,6 @@ INSERT INTO init_marker (note) VALUES ('from 01-marker.sql');
 INIT_SH = 'echo "init.sh ran for $POSTGRES_DB" >> "$PGDATA/init-sh.log"\n'
 
 
-def engine(*args, check=True, input=None, timeout=120):
-    proc = subprocess.run([ENGINE, *args], capture_output=True, text=True, input=input, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError("%s %s failed (rc=%s):\n%s%s" % (
-            ENGINE, " ".join(args), proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:]))
-    return proc
 
 
 def logs(name):
@@ -141,7 +130,7 @@ class Pg:
         if init:
             mounts.append("%s:/docker-entrypoint-initdb.d:ro" % self.stack.init_dir())
         base_env = [("POSTGRES_USER", self.user), ("POSTGRES_DB", self.database)]
-        if self.password is not None and not any(k == "POSTGRES_PASSWORD_FILE" for k, _ in env):
+        if self.password is not None and not any(item[0] == "POSTGRES_PASSWORD_FILE" for item in env):
             base_env.append(("POSTGRES_PASSWORD", self.password))
         self.stack.run(self.name, env=[*base_env, *env], mounts=mounts, command=command)
         self.wait_ready()
