@@ -681,8 +681,7 @@ class PgDump:
         if rc != 0:
             raise DumpError("verification failed: pg_restore --list cannot read the dump (%s): %s"
                             % (describe_exit(rc), err))
-        if entries == 0:
-            raise DumpError("verification failed: the dump's table of contents is empty")
+        # Zero entries is a valid dump of an empty database (a fresh BIOMERO DB).
         return entries
 
     # -- directory format ------------------------------------------------------

@@ -314,6 +314,16 @@ def test_unknown_database(pg17, tmp_path):
     assert_nothing_written(tmp_path)
 
 
+def test_empty_database_dumps_and_verifies(pg17, tmp_path):
+    """A fresh database without tables (a new BIOMERO DB) is a valid backup, not an error."""
+    pg17.psql("CREATE DATABASE emptydb")
+    result = run_module(MODULE, dump_args(pg17, database="emptydb", dest_dir=str(tmp_path)))
+    assert_ok(result)
+    assert sha256(result["path"]) == result["sha256"]
+    with open(result["manifest"]) as handle:
+        assert json.load(handle)["database"] == "emptydb"
+
+
 def test_shell_metacharacters_in_names(pg17, tmp_path):
     """Names reach the tools as argv elements and environment values: no shell ever sees them."""
     pg17.psql('CREATE DATABASE "x""; touch /tmp/pwned; """', database="postgres")

@@ -1,0 +1,381 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, NL-BIOMERO database maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: pg_backup_set
+short_description: Take one backup set of several PostgreSQL containers (and host folders)
+version_added: 0.1.0
+description:
+  - Takes one backup set under O(backup_dir) on the managed host, the same
+    run the C(nl_biomero.database.postgres_backup) role schedules there, a
+    folder C(<backup_dir>/<UTC stamp>/) with a verified dump (and the globals)
+    of each database in O(databases), a C(tar.gz) of each host folder in
+    O(paths), and a set manifest.
+  - Per-table row counts of each database are recorded at backup time (for
+    the restore test, M(nl_biomero.database.pg_restore_test)). They match the
+    dump exactly only when nothing writes meanwhile, so stop the clients with
+    O(clients).
+  - O(clients) (e.g. the OMERO server, the importer, the BIOMERO worker) are
+    stopped (or paused) before the first dump and started again afterwards,
+    also when the backup fails. Clients that were not running are left alone.
+  - The set is marked complete only when every component succeeded; otherwise
+    it stays as an incomplete set (never counted as a good backup) and the
+    module fails.
+  - Optionally applies O(retention), restore-tests the new set
+    (O(restore_test)), writes Prometheus node_exporter textfile metrics
+    (O(metrics_file), written atomically) and runs O(notify_command) on failure.
+  - A lock (flock on O(lock_file)) refuses a run while another one (the
+    scheduled job or this module) is in progress.
+author:
+  - NL-BIOMERO database maintainers (@NL-BIOMERO)
+options:
+  backup_dir:
+    description: Directory holding the backup sets (created 0700).
+    type: path
+    required: true
+  databases:
+    description: The databases to dump, each into the same set.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Component name in the set (unique); defaults to O(databases[].database).
+        type: str
+      container:
+        description: The running PostgreSQL container.
+        type: str
+        required: true
+      database:
+        description: The database to dump.
+        type: str
+        required: true
+      user:
+        description: Login role (a superuser for the globals); default the container's C(POSTGRES_USER).
+        type: str
+      password:
+        description: Password of O(databases[].user) (passed in the exec environment only).
+        type: str
+      password_file:
+        description: File on the managed host holding the password.
+        type: path
+      password_env:
+        description: Environment variable on the managed host holding the password.
+        type: str
+      format:
+        description: pg_dump archive format.
+        type: str
+        choices: [custom, directory, tar, plain]
+        default: custom
+      compress:
+        description: Compression (C(auto) is zstd on pg_dump 16+, else gzip), e.g. C(gzip:6), C(none).
+        type: str
+        default: auto
+      globals:
+        description: Also dump the roles and tablespaces (pg_dumpall --globals-only).
+        type: bool
+        default: true
+      jobs:
+        description: Parallel jobs (format directory only).
+        type: int
+      row_counts:
+        description: Record exact per-table row counts at backup time.
+        type: bool
+        default: true
+      exclude_table_data:
+        description: Tables whose data is left out (pg_dump --exclude-table-data patterns).
+        type: list
+        elements: str
+        default: []
+  paths:
+    description: Host folders (or files) archived into the set as C(<name>.tar.gz), e.g. the Metabase folder.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Component name (unique); default the folder's base name.
+        type: str
+      path:
+        description: Absolute path on the managed host.
+        type: path
+        required: true
+      kind:
+        description: What it is.
+        type: str
+        choices: [omero_data, omero_config, metabase, other]
+        default: other
+  container_paths:
+    description:
+      - Folders inside containers (e.g. the OMERO binary repository C(/OMERO) of the OMERO.server
+        container) archived into the set as C(<name>.tar.gz), streamed with C(<engine> cp); taken while
+        the clients are stopped (a stopped container can be copied from).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Component name (unique); default the folder's base name.
+        type: str
+      container:
+        description: The container.
+        type: str
+        required: true
+      path:
+        description: Absolute path inside the container.
+        type: str
+        required: true
+      kind:
+        description: What it is.
+        type: str
+        choices: [omero_data, omero_config, metabase, other]
+        default: omero_data
+  container_commands:
+    description:
+      - Commands run in (running) containers before the clients are stopped, their output saved as
+        C(<name>.txt) (0600), e.g. C(omero config get --show-password) in the OMERO.server container.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Component name (unique).
+        type: str
+        required: true
+      container:
+        description: The container.
+        type: str
+        required: true
+      command:
+        description: The command, as an argv list.
+        type: list
+        elements: str
+        required: true
+      kind:
+        description: What it is.
+        type: str
+        choices: [omero_data, omero_config, metabase, other]
+        default: omero_config
+  clients:
+    description: Client containers to stop (or pause) during the backup and start again afterwards.
+    type: list
+    elements: str
+    default: []
+  client_action:
+    description: Stop the clients, or pause them (freezes their processes; no shutdown).
+    type: str
+    choices: [stop, pause]
+    default: stop
+  client_stop_timeout:
+    description: Seconds a stopping client gets before it is killed.
+    type: int
+    default: 60
+  engine:
+    description: Container engine.
+    type: str
+    choices: [auto, docker, podman]
+    default: auto
+  metrics_file:
+    description: Prometheus textfile (e.g. in node_exporter's textfile directory) rewritten after the run.
+    type: path
+  lock_file:
+    description: Lock file; default C(<backup_dir>/.nl-biomero-backup.lock).
+    type: path
+  notify_command:
+    description:
+      - Command (argv list, no shell) run when the run fails; it gets
+        C(NLB_BACKUP_STATUS), C(NLB_BACKUP_SET) and C(NLB_BACKUP_ERROR) in its environment.
+    type: list
+    elements: str
+  retention:
+    description:
+      - Retention applied after the set (keys C(keep_last), C(keep_daily),
+        C(keep_weekly), C(keep_monthly), C(prune_incomplete)); see
+        M(nl_biomero.database.pg_backup_retention).
+    type: dict
+  restore_test:
+    description: Restore-test the new set when it is complete (a failed restore test fails the module).
+    type: bool
+    default: false
+  restore_test_timeout:
+    description: Seconds a throwaway container of the restore test gets to start.
+    type: int
+    default: 180
+notes:
+  - Passwords never appear in argv, logs or the result.
+attributes:
+  check_mode:
+    support: partial
+    description: Can run in check_mode and return the planned run.
+    details: In check mode only the configuration is validated and the plan returned; the containers are not contacted, nothing is stopped or written.
+  diff_mode:
+    support: none
+    description: No diff is returned.
+  idempotent:
+    support: none
+    description: Every run takes a new backup set.
+seealso:
+  - module: nl_biomero.database.pg_dump_container
+  - module: nl_biomero.database.pg_backup_info
+  - module: nl_biomero.database.pg_backup_retention
+  - module: nl_biomero.database.pg_restore_test
+"""
+
+EXAMPLES = r"""
+- name: Back up OMERO DB, BIOMERO DB and the Metabase folder with the OMERO server stopped
+  nl_biomero.database.pg_backup_set:
+    backup_dir: /var/backups/nl-biomero
+    databases:
+      - {container: database, database: omero, user: omero, password_file: /etc/nl-biomero/omero.pw}
+      - {container: database-biomero, database: biomero, user: biomero, password_file: /etc/nl-biomero/biomero.pw}
+    paths:
+      - {name: metabase, path: /srv/nl-biomero/metabase, kind: metabase}
+    container_commands:
+      - {name: omero.config, container: omeroserver, command: [/opt/omero/server/venv3/bin/omero, config, get, --show-password]}
+    container_paths:
+      - {name: OMERO, container: omeroserver, path: /OMERO}
+    clients: [omeroserver, biomero-worker, biomero-importer]
+    metrics_file: /var/lib/prometheus/node-exporter/nl_biomero_backup.prom
+    retention: {keep_daily: 7, keep_weekly: 5, keep_monthly: 12}
+"""
+
+RETURN = r"""
+set:
+  description: Path of the new backup set.
+  returned: when a set was started
+  type: str
+  sample: /var/backups/nl-biomero/2026-03-14T02-00-00Z
+complete:
+  description: Whether every component succeeded.
+  returned: when a set was started
+  type: bool
+components:
+  description: The set manifest's components (name, kind, path, bytes, sha256, versions, outcome, error, row_counts).
+  returned: when a set was started
+  type: list
+  elements: dict
+clients:
+  description: What happened to each client container (state, restarted).
+  returned: when a set was started
+  type: list
+  elements: dict
+retention:
+  description: Sets kept and deleted by O(retention).
+  returned: when a set was started
+  type: dict
+restore_test:
+  description: The restore test result (restorable, per database outcome and row count differences).
+  returned: when a set was started
+  type: dict
+metrics_file:
+  description: The metrics file written, or null.
+  returned: when a set was started
+  type: str
+plan:
+  description: In check mode, what a run would do.
+  returned: check mode
+  type: dict
+log:
+  description: The run's log lines.
+  returned: when a set was started
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.nl_biomero.database.plugins.module_utils.backup_run import (
+    EXIT_LOCKED,
+    EXIT_OK,
+    BackupRun,
+    BackupRunError,
+    LockedError,
+    Log,
+    normalize_config,
+)
+from ansible_collections.nl_biomero.database.plugins.module_utils.backup_set import BackupSetError
+from ansible_collections.nl_biomero.database.plugins.module_utils.engine import EngineError
+
+_DB_OPTIONS = dict(
+    name=dict(type="str"),
+    container=dict(type="str", required=True),
+    database=dict(type="str", required=True),
+    user=dict(type="str"),
+    password=dict(type="str", no_log=True),
+    password_file=dict(type="path", no_log=False),
+    password_env=dict(type="str", no_log=False),
+    format=dict(type="str", default="custom", choices=["custom", "directory", "tar", "plain"]),
+    compress=dict(type="str", default="auto"),
+    globals=dict(type="bool", default=True),
+    jobs=dict(type="int"),
+    row_counts=dict(type="bool", default=True),
+    exclude_table_data=dict(type="list", elements="str", default=[]),
+)
+_PATH_OPTIONS = dict(
+    name=dict(type="str"),
+    path=dict(type="path", required=True),
+    kind=dict(type="str", default="other", choices=["omero_data", "omero_config", "metabase", "other"]),
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            backup_dir=dict(type="path", required=True),
+            databases=dict(type="list", elements="dict", default=[], options=_DB_OPTIONS),
+            paths=dict(type="list", elements="dict", default=[], options=_PATH_OPTIONS),
+            container_paths=dict(type="list", elements="dict", default=[], options=dict(
+                name=dict(type="str"),
+                container=dict(type="str", required=True),
+                path=dict(type="str", required=True),
+                kind=dict(type="str", default="omero_data", choices=["omero_data", "omero_config", "metabase", "other"]),
+            )),
+            container_commands=dict(type="list", elements="dict", default=[], options=dict(
+                name=dict(type="str", required=True),
+                container=dict(type="str", required=True),
+                command=dict(type="list", elements="str", required=True),
+                kind=dict(type="str", default="omero_config", choices=["omero_data", "omero_config", "metabase", "other"]),
+            )),
+            clients=dict(type="list", elements="str", default=[]),
+            client_action=dict(type="str", default="stop", choices=["stop", "pause"]),
+            client_stop_timeout=dict(type="int", default=60),
+            engine=dict(type="str", default="auto", choices=["auto", "docker", "podman"]),
+            metrics_file=dict(type="path"),
+            lock_file=dict(type="path"),
+            notify_command=dict(type="list", elements="str"),
+            retention=dict(type="dict"),
+            restore_test=dict(type="bool", default=False),
+            restore_test_timeout=dict(type="int", default=180),
+        ),
+        supports_check_mode=True,
+    )
+    try:
+        config = normalize_config(dict(module.params))
+    except BackupRunError as exc:
+        module.fail_json(msg=str(exc))
+    runner = BackupRun(config, log=Log())
+    if module.check_mode:
+        module.exit_json(changed=True, plan=runner.plan(), msg="would take a backup set in %s" % config["backup_dir"])
+    try:
+        result = runner.run()
+    except LockedError as exc:
+        module.fail_json(msg=str(exc), rc=EXIT_LOCKED)
+    except (BackupRunError, BackupSetError, EngineError, OSError) as exc:
+        module.fail_json(msg="backup run in %s failed: %s" % (config["backup_dir"], exc))
+    warnings = result.pop("warnings", [])
+    for text in warnings:
+        module.warn(text)
+    if result["rc"] != EXIT_OK:
+        reason = result["error"] or (result.get("restore_test") or {}).get("error") or "restore test failed"
+        module.fail_json(msg="backup set %s failed: %s" % (result["set"], reason), **result)
+    module.exit_json(msg="backup set %s complete" % result["set"], **result)
+
+
+if __name__ == "__main__":
+    main()
