@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, NL-BIOMERO database maintainers
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """BIOMERO.importer orders in the table ``imports``: selection, inspection and retry.
 
 The table is an append-only event log: every stage change of an order is a
@@ -629,7 +629,7 @@ def retry_orders(conn, selection, strategy="new_order", limit=DEFAULT_LIMIT, che
                  new_uuid=None):
     """Retry the selected orders in ONE transaction; nothing is written on any error or in check mode.
 
-    Returns a result dict: changed, retried, skipped, warnings, diff, queries.
+    Returns a result dict: changed, retried, not_retried, warnings, diff, queries.
     ``new_uuid`` makes fresh uuids (tests pass a deterministic one).
     """
     if strategy not in STRATEGIES:
@@ -640,8 +640,8 @@ def retry_orders(conn, selection, strategy="new_order", limit=DEFAULT_LIMIT, che
     try:
         table = inspect_table(runner)
         if not check_mode:
-            # SET LOCAL takes no parameters; the value is an int we format ourselves.
-            runner.execute("SET LOCAL lock_timeout = '%ds'" % int(lock_timeout))
+            runner.execute("SELECT set_config('lock_timeout', %(lock_timeout)s, true)",
+                           {"lock_timeout": "%ds" % int(lock_timeout)})
             try:
                 runner.execute(lock_query(table))
             except Exception as exc:
@@ -682,14 +682,14 @@ def retry_orders(conn, selection, strategy="new_order", limit=DEFAULT_LIMIT, che
     result.update({
         "changed": bool(eligible),
         "strategy": strategy,
-        "skipped": skipped,
+        "not_retried": skipped,
         "selected": len(candidates),
         "table": table.qualified_name,
         "lineage_column": LINEAGE_COLUMN if table.has_lineage else None,
         "warnings": warnings,
         "queries": runner.queries,
-        "msg": "%d order(s) %s, %d skipped. %s" % (len(eligible), "would be retried" if check_mode else "retried",
-                                                  len(skipped), NOTE_RUNNING),
+        "msg": "%d order(s) %s, %d skipped. %s" % (
+            len(eligible), "would be retried" if check_mode else "retried", len(skipped), NOTE_RUNNING),
     })
     return result
 
@@ -705,9 +705,9 @@ def _append(runner, table, eligible, strategy, check_mode, new_uuid):
     if planned:
         params = {
             "pending": STAGE_PENDING,
-            "source_ids": [c["source_id"] for c, _ in planned],
-            "new_uuids": [u for _, u in planned],
-            "markers": [lineage_marker(c["uuid"]) for c, _ in planned],
+            "source_ids": [item[0]["source_id"] for item in planned],
+            "new_uuids": [item[1] for item in planned],
+            "markers": [lineage_marker(item[0]["uuid"]) for item in planned],
         }
         if check_mode:
             runner.record(query)

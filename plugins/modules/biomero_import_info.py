@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, NL-BIOMERO database maintainers
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import absolute_import, division, print_function
 
@@ -18,7 +18,7 @@ description:
     first and last timestamps and number of rows, and counts of orders per latest stage.
   - Runs in a read-only transaction.
 author:
-  - NL-BIOMERO database maintainers
+  - NL-BIOMERO database maintainers (@NL-BIOMERO)
 extends_documentation_fragment:
   - nl_biomero.database.postgres_connection
 options:
@@ -182,6 +182,11 @@ columns:
   type: list
   elements: str
   sample: [id, group_name, user_name, destination_id, destination_type, stage, uuid, timestamp, files]
+filters:
+  description: The selection filters in use (relative times resolved to UTC timestamps).
+  returned: always
+  type: dict
+  sample: {"stages": ["Import Failed"], "since": "2025-06-01T12:00:00+00:00"}
 queries:
   description: SQL statements run, with placeholders, never values.
   returned: always

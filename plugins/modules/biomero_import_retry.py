@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, NL-BIOMERO database maintainers
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import absolute_import, division, print_function
 
@@ -19,12 +19,12 @@ description:
     C(UPDATE imports SET stage = 'Import Pending') is ignored by current importers and rewrites history.
   - The default strategy V(new_order) appends one C(Import Pending) row per order, copying the order as it
     was submitted (all columns of its first C(Import Pending) row except C(id), C(uuid), C(stage),
-    C(timestamp)), with C(timestamp = now()) and a fresh uuid. Rows of the failed order are never changed.
+    C(timestamp)), with the current time as C(timestamp) and a fresh uuid. Rows of the failed order are never changed.
     Where the column C(description) exists, the new row's description starts with C([retry of <old uuid>]).
   - Idempotent. An order counts as already retried when a later C(Import Pending) row with another uuid
     copies the same order columns (compared without C(description), so this also works on databases
     without that column); it is not retried again, whatever became of that retry. If the retry failed too,
-    retry the retry (it is a failed order itself): a chain never forks into two imports of the same files.
+    retry the retry (it is a failed order itself), so a chain never forks into two imports of the same files.
     An identical order submitted again by hand after the failure counts as a retry as well.
   - One transaction. Writing runs take C(LOCK TABLE imports IN SHARE ROW EXCLUSIVE MODE) for its
     (sub-second) duration; reads go on, other writers (a second retry, the importer, the web front end) wait.
@@ -32,8 +32,14 @@ description:
     order, so the importer's id watermark cannot pass over a retry row.
   - Retries are picked up by a RUNNING importer. While the importer is stopped a retry cannot succeed
     (the importer's start-up marks pending orders without a result as C(Import Failed)); retry after it runs.
+notes:
+  - The login role needs C(SELECT) and C(INSERT) on C(imports), and a privilege that allows C(LOCK TABLE) in
+    C(SHARE ROW EXCLUSIVE) mode (C(UPDATE), C(DELETE) or C(TRUNCATE)); the importer's own role owns the table.
+  - Orders are named by uuid exactly as stored (case-sensitive).
+  - O(since) and O(until) compare with the timestamp of an order's latest row; rows without a timestamp
+    (written by raw SQL without one) never match them.
 author:
-  - NL-BIOMERO database maintainers
+  - NL-BIOMERO database maintainers (@NL-BIOMERO)
 extends_documentation_fragment:
   - nl_biomero.database.postgres_connection
 options:
@@ -41,7 +47,7 @@ options:
     description:
       - Orders to retry, by uuid (form C(8-4-4-4-12) hex digits). A malformed or unknown uuid fails the run.
       - Named orders that are not eligible (latest stage not in O(stages), not matching the filters, already
-        retried) are returned in RV(skipped) with the reason.
+        retried) are returned in RV(not_retried) with the reason.
       - Mutually exclusive with O(all_failed).
     type: list
     elements: str
@@ -107,7 +113,7 @@ attributes:
     description: Shows the rows that are (or would be) appended, or for V(reset_stage) the rows whose stage changes.
   idempotent:
     support: full
-    description: A retried order is not retried again; a second run reports RV(changed=false).
+    description: A retried order is not retried again; a second run reports C(changed=false).
 seealso:
   - module: nl_biomero.database.biomero_import_info
 """
@@ -193,7 +199,7 @@ retried:
       description: Number of files.
       type: int
       sample: 1
-skipped:
+not_retried:
   description: Selected orders that were not retried, with the reason.
   returned: always
   type: list
@@ -240,6 +246,11 @@ lineage_column:
   returned: always
   type: str
   sample: description
+filters:
+  description: The selection filters in use (relative times resolved to UTC timestamps).
+  returned: always
+  type: dict
+  sample: {"stages": ["Import Failed"], "since": "2025-06-01T12:00:00+00:00"}
 queries:
   description: SQL statements run (in check mode including the write it would run), with placeholders, never values.
   returned: always

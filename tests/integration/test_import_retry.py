@@ -111,6 +111,12 @@ def columns(conn):
         return [r[0] for r in cur.fetchall()]
 
 
+def insert_sql(row):
+    names = sorted(row)
+    return "INSERT INTO imports (%s) VALUES (%s)" % (
+        ", ".join('"%s"' % n for n in names), ", ".join("%%(%s)s" % n for n in names))
+
+
 class Seeder:
     """Writes orders the way BIOMERO.importer does: a new row per stage change, same uuid."""
 
@@ -129,9 +135,7 @@ class Seeder:
             row.update(stage=stage, timestamp=self.now - age)
             if "description" in row:
                 row["description"] = "Import failed" if stage == importer.STAGE_FAILED else None
-            names = sorted(row)
-            cur.execute("INSERT INTO imports (%s) VALUES (%s)" % (", ".join('"%s"' % n for n in names),
-                                                                 ", ".join("%%(%s)s" % n for n in names)), row)
+            cur.execute(insert_sql(row), row)
         self.conn.commit()
 
     def order(self, name, lifecycle, group="Core", user="alice", dest=("Dataset", "51"), files=None,
@@ -162,9 +166,7 @@ class Seeder:
                             uid, dest[1], files)
                     else:
                         row["description"] = None
-                names = sorted(row)
-                cur.execute("INSERT INTO imports (%s) VALUES (%s)" % (", ".join('"%s"' % n for n in names),
-                                                                     ", ".join("%%(%s)s" % n for n in names)), row)
+                cur.execute(insert_sql(row), row)
         self.conn.commit()
         return uid
 
@@ -277,8 +279,8 @@ def run_batch(*tasks):
             plays.append({"name": "task %d" % index, module: args, "register": "r%d" % index, "ignore_errors": True,
                           "check_mode": opts.get("check_mode", False), "diff": opts.get("diff", False)})
         collect = "[%s]" % ", ".join("r%d" % i for i in range(len(tasks)))
-        plays.append({"name": "save results", "ansible.builtin.copy": {"content": "{{ %s | to_json }}" % collect,
-                                                                      "dest": out}, "check_mode": False, "diff": False})
+        save = {"content": "{{ %s | to_json }}" % collect, "dest": out}
+        plays.append({"name": "save results", "ansible.builtin.copy": save, "check_mode": False, "diff": False})
         playbook = os.path.join(tmp, "play.yml")
         with open(playbook, "w") as handle:
             json.dump([{"hosts": "localhost", "gather_facts": False, "tasks": plays}], handle)
@@ -286,7 +288,8 @@ def run_batch(*tasks):
         with open(inventory, "w") as handle:
             handle.write("localhost ansible_connection=local ansible_python_interpreter=%s\n"
                          % os.environ["ANSIBLE_PYTHON_INTERPRETER"])
-        proc = subprocess.run(["ansible-playbook", "-i", inventory, playbook], capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(["ansible-playbook", "-i", inventory, playbook], capture_output=True, text=True,
+                              timeout=600, check=False)
         if not os.path.exists(out):
             raise AssertionError("ansible-playbook did not run the modules: %s\n%s" % (proc.stdout, proc.stderr))
         with open(out) as handle:
@@ -335,7 +338,7 @@ def test_new_order_retry_is_picked_up_by_the_importer_and_keeps_history(pg_facto
     assert result["changed"] is True and result["strategy"] == "new_order"
     assert result["lineage_column"] == "description"
     assert set(r["uuid"] for r in result["retried"]) == failed
-    assert result["skipped"] == []
+    assert result["not_retried"] == []
     assert_no_values_in_queries(result, list(failed) + ["Core", "Import Failed", "Import Pending"])
     new_uuids = dict((r["uuid"], r["new_uuid"]) for r in result["retried"])
     assert len(set(new_uuids.values())) == 5
@@ -372,7 +375,7 @@ def test_new_order_retry_is_picked_up_by_the_importer_and_keeps_history(pg_facto
     # idempotent: the second run changed nothing and says why
     assert not again.get("failed"), again
     assert again["changed"] is False and again["retried"] == []
-    assert dict((s["uuid"], s["retried_as"]) for s in again["skipped"]) == new_uuids
+    assert dict((s["uuid"], s["retried_as"]) for s in again["not_retried"]) == new_uuids
     assert dump(conn) == after
 
     # the importer fails the retry of A; the retry (not A) is retried next, lineage chains
@@ -416,7 +419,7 @@ def test_filters_info_and_limit(pg_factory):
         params.setdefault("all_failed", not params.get("uuids"))
         selection = importer.selection_from_params(params, default_stages=[F])
         result = retry_lib(pg, selection, check_mode=True, limit=1000)
-        return set(r["uuid"] for r in result["retried"]), dict((s["uuid"], s["reason"]) for s in result["skipped"])
+        return set(r["uuid"] for r in result["retried"]), dict((s["uuid"], s["reason"]) for s in result["not_retried"])
 
     names = dict((v, k) for k, v in u.items())
     assert set(names[x] for x in would_retry(group_name="Core")[0]) == {"failed_a", "dangling_d", "old_f", "failed_g"}
@@ -440,7 +443,8 @@ def test_filters_info_and_limit(pg_factory):
     info, info2, result, guarded = run_batch(
         (INFO, module_args(pg, via="host", limit=3)),
         (INFO, module_args(pg, via="host", user_name="alice", since="24h")),
-        (RETRY, module_args(pg, via="host", all_failed=True, group_name="Core", since="24h"), {"check_mode": True}),
+        (RETRY, module_args(pg, via="host", all_failed=True, group_name="Core", since="24h", until="45m"),
+         {"check_mode": True}),
         (RETRY, module_args(pg, all_failed=True, limit=4)))
     assert not info.get("failed"), info
     assert info["counts"] == {"Import Completed": 1, "Import Failed": 5, "Import Pending": 1}
@@ -457,13 +461,32 @@ def test_filters_info_and_limit(pg_factory):
 
     # filters through the module, login_host path, check mode
     assert not result.get("failed"), result
-    assert set(r["uuid"] for r in result["retried"]) == {u["failed_a"], u["dangling_d"], u["failed_g"]}
-    assert result["filters"]["group_name"] == "Core" and "since" in result["filters"]
+    assert set(r["uuid"] for r in result["retried"]) == {u["failed_a"], u["dangling_d"]}
+    assert result["filters"]["group_name"] == "Core" and "since" in result["filters"] and "until" in result["filters"]
 
     # limit guards a mass retry
     assert guarded.get("failed") and guarded["changed"] is False
     assert "5 orders are eligible for retry, more than limit=4" in guarded["msg"]
     assert dump(conn) == before
+
+    # the playbook: by uuid list against the container of the target host, prints a table
+    with tempfile.TemporaryDirectory(prefix="nlb-imp-pb-") as tmp:
+        inventory = os.path.join(tmp, "inventory")
+        with open(inventory, "w") as handle:
+            handle.write("[biomero_database]\nlocalhost ansible_connection=local ansible_python_interpreter=%s\n"
+                         % os.environ["ANSIBLE_PYTHON_INTERPRETER"])
+        extra = {"retry_imports_container": pg.name, "retry_imports_login_user": pg.user,
+                 "retry_imports_login_password": pg.password, "retry_imports_login_db": pg.database,
+                 "retry_imports_uuids": [u["failed_b"], u["completed_c"]]}
+        proc = subprocess.run(["ansible-playbook", "-i", inventory, os.path.join(REPO_ROOT, "playbooks", "retry_imports.yml"),
+                               "-e", json.dumps(extra)], capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    new_b = scalar(conn, "SELECT uuid FROM imports WHERE description LIKE %s", ("[retry of %s]%%" % u["failed_b"],))
+    line = [x for x in proc.stdout.splitlines() if u["failed_b"] in x and new_b in x]
+    assert line and "Lab" in line[0] and "bob" in line[0]
+    assert "1 retried, 1 skipped" in proc.stdout
+    assert "skipped %s: latest stage is 'Import Completed'" % u["completed_c"] in proc.stdout
+    assert_history_unchanged(before, dump(conn))
     conn.close()
 
 
@@ -498,11 +521,14 @@ def test_concurrent_retries_insert_one_order_per_failed_order(pg_factory, via):
         finally:
             own.close()
 
-    threads = [threading.Thread(target=worker) for _ in range(2)]
+    threads = [threading.Thread(target=worker), threading.Thread(target=worker)]
     holder = connect(pg)
     if via == "lock_held":
         # both runs queue behind a held lock, then race the moment it is released
         holder.cursor().execute("LOCK TABLE imports IN SHARE ROW EXCLUSIVE MODE")
+        # (a run that cannot get the lock in time fails clearly and writes nothing)
+        with pytest.raises(importer.ImporterError, match="could not lock public.imports within lock_timeout=1s"):
+            retry_lib(pg, selection, limit=1000, lock_timeout=1)
     for thread in threads:
         thread.start()
     start.wait()
@@ -538,8 +564,11 @@ def test_concurrent_module_runs(pg_factory):
             ORDER BY n, s.k""")
     conn.commit()
     results = []
-    threads = [threading.Thread(target=lambda: results.append(run_module(RETRY, module_args(pg, all_failed=True))))
-               for _ in range(2)]
+
+    def worker():
+        results.append(run_module(RETRY, module_args(pg, all_failed=True)))
+
+    threads = [threading.Thread(target=worker), threading.Thread(target=worker)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -584,8 +613,8 @@ def test_without_description_column_and_other_strategies(pg_factory):
     assert not bob.get("failed"), bob
     assert bob["lineage_column"] is None
     assert sorted(r["uuid"] for r in bob["retried"]) == sorted([twin1, twin2, again_by_hand])
-    assert bob["skipped"] == [{"uuid": first, "stage": F, "reason": "already retried as %s" % again_by_hand,
-                               "retried_as": again_by_hand}]
+    assert bob["not_retried"] == [
+        {"uuid": first, "stage": F, "reason": "already retried as %s" % again_by_hand, "retried_as": again_by_hand}]
     assert not single.get("failed"), single
     new_a = single["retried"][0]["new_uuid"]
     assert_history_unchanged(before, dump(conn))
@@ -596,9 +625,9 @@ def test_without_description_column_and_other_strategies(pg_factory):
     for col in ("group_name", "user_name", "destination_id", "destination_type", "files", "file_names", "preprocessing_id"):
         assert order[col] == source[col]
     # idempotent without a lineage column: the later Import Pending copy of the order is found
-    assert bob_again["changed"] is False and len(bob_again["skipped"]) == 4
+    assert bob_again["changed"] is False and len(bob_again["not_retried"]) == 4
     assert single_again["changed"] is False
-    assert single_again["skipped"][0]["retried_as"] == new_a
+    assert single_again["not_retried"][0]["retried_as"] == new_a
     assert set(o["uuid"] for o in info["orders"]) == set(p["uuid"] for p in picked)
     assert all(o["retry_of"] is None and o["description"] is None for o in info["orders"])
 
@@ -618,7 +647,7 @@ def test_without_description_column_and_other_strategies(pg_factory):
     assert len(after) == len(before) + 1
     assert scalar(conn, "SELECT stage FROM imports WHERE uuid = %s ORDER BY id DESC LIMIT 1", (h,)) == P
     assert same_again["changed"] is False
-    assert same_again["skipped"][0]["reason"] == "latest stage is 'Import Pending', not one of: Import Failed"
+    assert same_again["not_retried"][0]["reason"] == "latest stage is 'Import Pending', not one of: Import Failed"
     assert check["changed"] is True and check["updated_rows"] == 2
     assert sorted(r["stage"] for r in check["diff"]["before"]["rows"]) == [F, S]
     assert set(r["stage"] for r in check["diff"]["after"]["rows"]) == {P}
@@ -672,7 +701,7 @@ def test_errors_are_clear_and_write_nothing(pg_factory):
         (INFO, module_args(pg, stages=["Imported"]), "stages: unknown stage 'Imported'"),
         (INFO, module_args(pg, login_db="empty"), "table 'imports' does not exist in database 'empty'"),
     ]
-    results = run_batch(*[(module, args) for module, args, _ in cases])
+    results = run_batch(*[case[:2] for case in cases])
     for (module, args, message), result in zip(cases, results):
         assert result.get("failed"), (args, result)
         assert message in result["msg"], (message, result["msg"])
