@@ -1,0 +1,129 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, NL-BIOMERO database maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: pg_fingerprint
+short_description: Row counts, sequence values, roles and smoke queries of a PostgreSQL container, compared
+version_added: 0.1.0
+description:
+  - Reads a fingerprint of the server in a running PostgreSQL container; exact per-table row counts and
+    sequence values of each database, the smoke query of the instance kind (OMERO C(SELECT count(*) FROM job),
+    BIOMERO the importer table C(imports) and C(workflowtracker_events), each when the table exists) and the
+    roles (without the predefined C(pg_*) roles).
+  - With O(compare_to) (an earlier RV(fingerprint)), lists the differences; row counts, sequences and smoke
+    counts must be equal, every earlier role must exist. The task fails on a difference unless
+    O(fail_on_difference=false).
+author:
+  - NL-BIOMERO database maintainers (@NL-BIOMERO)
+extends_documentation_fragment:
+  - nl_biomero.database.container
+options:
+  databases:
+    description: Databases to read. Default is every database that accepts connections, except templates.
+    type: list
+    elements: str
+  kind:
+    description: Instance kind, which selects the smoke queries.
+    type: str
+    choices: [auto, omero, biomero, none]
+    default: auto
+  compare_to:
+    description: A fingerprint returned earlier by this module to compare with.
+    type: dict
+  fail_on_difference:
+    description: Fail when O(compare_to) is given and there are differences.
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    support: full
+    description: The module only reads; it behaves the same in check mode.
+  diff_mode:
+    support: none
+    description: Nothing is changed.
+  idempotent:
+    support: full
+    description: Never changes anything.
+notes:
+  - Counting rows reads every table; on a large database this takes a while.
+seealso:
+  - module: nl_biomero.database.pg_upgrade_preflight
+"""
+
+EXAMPLES = r"""
+- name: Fingerprint before
+  nl_biomero.database.pg_fingerprint:
+    container: database
+    kind: omero
+  register: before
+
+- name: Compare after
+  nl_biomero.database.pg_fingerprint:
+    container: database
+    kind: omero
+    compare_to: "{{ before.fingerprint }}"
+"""
+
+RETURN = r"""
+fingerprint:
+  description: C(server_version), C(databases) (per database C(tables), C(sequences), C(smoke)) and C(roles).
+  returned: success
+  type: dict
+differences:
+  description: Differences with O(compare_to), as sentences.
+  returned: success
+  type: list
+  elements: str
+matches:
+  description: Whether the fingerprint equals O(compare_to) (true when nothing was compared).
+  returned: success
+  type: bool
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.nl_biomero.database.plugins.module_utils.engine import EngineError
+from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, PgError
+from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade import compare_fingerprints, fingerprint
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            container=dict(type="str", required=True),
+            engine=dict(type="str", default="auto", choices=["auto", "docker", "podman"]),
+            login_user=dict(type="str"),
+            login_password=dict(type="str", no_log=True),
+            databases=dict(type="list", elements="str"),
+            kind=dict(type="str", default="auto", choices=["auto", "omero", "biomero", "none"]),
+            compare_to=dict(type="dict"),
+            fail_on_difference=dict(type="bool", default=True),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        pg = PgContainer(p["container"], p["engine"], p["login_user"], p["login_password"])
+        databases = p["databases"]
+        if not databases and p["compare_to"]:
+            databases = sorted((p["compare_to"].get("databases") or {}).keys())
+        result = fingerprint(pg, databases, p["kind"])
+    except (EngineError, PgError) as exc:
+        module.fail_json(msg="fingerprint of %s failed: %s" % (p["container"], exc))
+    differences = compare_fingerprints(p["compare_to"], result) if p["compare_to"] else []
+    if differences and p["fail_on_difference"]:
+        module.fail_json(msg="%s differs from the earlier fingerprint: %s%s" % (
+            p["container"], "; ".join(differences[:10]), " (and %d more)" % (len(differences) - 10)
+            if len(differences) > 10 else ""), fingerprint=result, differences=differences, matches=False)
+    module.exit_json(changed=False, fingerprint=result, differences=differences, matches=not differences)
+
+
+if __name__ == "__main__":
+    main()
