@@ -35,8 +35,6 @@ INSERT INTO init_marker (note) VALUES ('from 01-marker.sql');
 INIT_SH = 'echo "init.sh ran for $POSTGRES_DB" >> "$PGDATA/init-sh.log"\n'
 
 
-
-
 def logs(name):
     proc = engine("logs", name, check=False)
     return proc.stdout + proc.stderr
