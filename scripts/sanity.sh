@@ -29,3 +29,15 @@ echo "==> ansible-test sanity"
 
 echo "==> ansible-lint (production profile)"
 (cd "$REPO_ROOT" && ansible-lint --profile production --offline)
+
+echo "==> ansible-galaxy collection build, install and ansible-doc of every module"
+dist="$BUILD_DIR/dist"
+rm -rf "$dist" && mkdir -p "$dist/collections"
+(cd "$tree" && ansible-galaxy collection build --force --output-path "$dist" >/dev/null)
+ansible-galaxy collection install --offline --no-deps --force -p "$dist/collections" "$dist"/nl_biomero-database-*.tar.gz >/dev/null
+for module in "$REPO_ROOT"/plugins/modules/*.py; do
+    name="nl_biomero.database.$(basename "$module" .py)"
+    ANSIBLE_COLLECTIONS_PATH="$dist/collections" ansible-doc "$name" | grep -q "^EXAMPLES" \
+        || { echo "error: ansible-doc $name shows no EXAMPLES from the built collection" >&2; exit 1; }
+done
+echo "built $(basename "$dist"/nl_biomero-database-*.tar.gz) and documented $(ls "$REPO_ROOT"/plugins/modules/*.py | wc -l) modules"
