@@ -34,7 +34,7 @@ import tempfile
 import time
 
 from ansible_collections.nl_biomero.database.plugins.module_utils import archive
-from ansible_collections.nl_biomero.database.plugins.module_utils.engine import EngineError
+from ansible_collections.nl_biomero.database.plugins.module_utils.engine import EngineError, full_env, stderr_tail, wait_child
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, PgError
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools import (
     FORMATS,
@@ -297,30 +297,6 @@ def check_tar_archive(path):
     return count
 
 
-def _stderr_tail(handle):
-    handle.flush()
-    handle.seek(0, os.SEEK_END)
-    end = handle.tell()
-    handle.seek(max(0, end - STDERR_KEEP))
-    return handle.read().decode("utf-8", "replace").strip()
-
-
-def _full_env(env):
-    full = dict(os.environ)
-    full.update(env or {})
-    return full
-
-
-def _wait(proc):
-    """Wait for a child; if we are interrupted, the child does not outlive us."""
-    try:
-        return proc.wait()
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-
-
 def stream_to_file(argv, path, env=None, file_mode=0o600):
     """Run ``argv`` with its stdout written straight into the new file ``path``; returns (rc, stderr).
 
@@ -333,11 +309,11 @@ def stream_to_file(argv, path, env=None, file_mode=0o600):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode)
     with os.fdopen(fd, "wb") as out, tempfile.TemporaryFile() as err:
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=_full_env(env))
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=full_env(env))
         except OSError as exc:
             raise DumpError("cannot run %s: %s" % (argv[0], exc))
-        rc = _wait(proc)
-        return rc, _stderr_tail(err)
+        rc = wait_child(proc)
+        return rc, stderr_tail(err, STDERR_KEEP)
 
 
 def run_counting_toc(argv, stdin_path=None, env=None):
@@ -350,7 +326,7 @@ def run_counting_toc(argv, stdin_path=None, env=None):
         src = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
         try:
             try:
-                proc = subprocess.Popen(argv, stdin=src, stdout=subprocess.PIPE, stderr=err, env=_full_env(env))
+                proc = subprocess.Popen(argv, stdin=src, stdout=subprocess.PIPE, stderr=err, env=full_env(env))
             except OSError as exc:
                 raise DumpError("cannot run %s: %s" % (argv[0], exc))
             entries = 0
@@ -364,11 +340,11 @@ def run_counting_toc(argv, stdin_path=None, env=None):
                 raise
             finally:
                 proc.stdout.close()
-            rc = _wait(proc)
+            rc = wait_child(proc)
         finally:
             if stdin_path:
                 src.close()
-        return rc, entries, _stderr_tail(err)
+        return rc, entries, stderr_tail(err, STDERR_KEEP)
 
 
 def extract_command_output(argv, target, root, env=None, file_mode=0o600, dir_mode=0o700):
@@ -380,7 +356,7 @@ def extract_command_output(argv, target, root, env=None, file_mode=0o600, dir_mo
     with tempfile.TemporaryFile() as err:
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                                    env=_full_env(env))
+                                    env=full_env(env))
         except OSError as exc:
             raise DumpError("cannot run %s: %s" % (argv[0], exc))
         try:
@@ -395,9 +371,9 @@ def extract_command_output(argv, target, root, env=None, file_mode=0o600, dir_mo
             proc.kill()
             proc.wait()
             raise
-        rc = _wait(proc)
+        rc = wait_child(proc)
         if rc != 0:
-            raise DumpError("%s failed (%s): %s" % (" ".join(argv[:2]), describe_exit(rc), _stderr_tail(err)))
+            raise DumpError("%s failed (%s): %s" % (" ".join(argv[:2]), describe_exit(rc), stderr_tail(err, STDERR_KEEP)))
     return sizes
 
 

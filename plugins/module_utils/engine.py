@@ -35,13 +35,37 @@ def detect_engine(preferred="auto", which=shutil.which):
     raise EngineError("no container engine found on PATH (looked for: %s)" % ", ".join(candidates))
 
 
+def full_env(env=None):
+    """os.environ plus ``env``: what a child of an engine CLI call gets."""
+    merged = dict(os.environ)
+    merged.update(env or {})
+    return merged
+
+
+def wait_child(proc):
+    """Wait for a child process; if we are interrupted, the child does not outlive us."""
+    try:
+        return proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+def stderr_tail(handle, limit=64 * 1024):
+    """The last ``limit`` bytes of a binary temporary file holding a child's stderr, as text."""
+    handle.flush()
+    handle.seek(0, os.SEEK_END)
+    end = handle.tell()
+    handle.seek(max(0, end - limit))
+    return handle.read().decode("utf-8", "replace").strip()
+
+
 def run(argv, env=None, input_bytes=None, timeout=None):
     """Run argv and return (rc, stdout, stderr) as text. ``env`` adds to os.environ."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
     try:
         proc = subprocess.run(argv, input=input_bytes, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env=full_env, timeout=timeout, check=False)
+                              env=full_env(env), timeout=timeout, check=False)
     except OSError as exc:
         raise EngineError("cannot run %s: %s" % (argv[0], exc))
     return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")

@@ -51,7 +51,7 @@ import time
 import uuid
 
 from ansible_collections.nl_biomero.database.plugins.module_utils import archive
-from ansible_collections.nl_biomero.database.plugins.module_utils.engine import EngineError
+from ansible_collections.nl_biomero.database.plugins.module_utils.engine import EngineError, full_env, stderr_tail, wait_child
 # _USER_TABLES: the one definition of "user tables" (system schemas and extension members excluded)
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, PgError, _USER_TABLES
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools import PgToolError
@@ -548,20 +548,6 @@ def parse_id_output(text):
     return int(match.group(1)), int(match.group(2))
 
 
-def _tail(handle, limit=STDERR_KEEP):
-    handle.flush()
-    handle.seek(0, os.SEEK_END)
-    end = handle.tell()
-    handle.seek(max(0, end - limit))
-    return handle.read().decode("utf-8", "replace").strip()
-
-
-def _full_env(env):
-    full = dict(os.environ)
-    full.update(env or {})
-    return full
-
-
 def _unique(prefix):
     return prefix + uuid.uuid4().hex[:12]
 
@@ -673,13 +659,13 @@ class PgRestore:
             if stdin_path is None or not gzip_input:
                 source = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
                 try:
-                    proc = subprocess.Popen(argv, stdin=source, stdout=out, stderr=err, env=_full_env(env))
-                    rc = self._wait(proc)
+                    proc = subprocess.Popen(argv, stdin=source, stdout=out, stderr=err, env=full_env(env))
+                    rc = wait_child(proc)
                 finally:
                     if stdin_path:
                         source.close()
             else:
-                proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=err, env=_full_env(env))
+                proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=err, env=full_env(env))
                 try:
                     with gzip.open(stdin_path, "rb") as source:
                         while True:
@@ -698,23 +684,14 @@ class PgRestore:
                     proc.kill()
                     proc.wait()
                     raise
-                rc = self._wait(proc)
+                rc = wait_child(proc)
             out.seek(0)
             if stdout_handler is not None:
                 stdout = stdout_handler(out)
             else:
                 stdout = out.read(4 * 1024 * 1024).decode("utf-8", "replace")
-            return rc, stdout, self._redact(_tail(err))
+            return rc, stdout, self._redact(stderr_tail(err, STDERR_KEEP))
 
-    @staticmethod
-    def _wait(proc):
-        """Wait for a child; if we are interrupted, the child does not outlive us."""
-        try:
-            return proc.wait()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
 
     # -- checks ------------------------------------------------------------------
 
@@ -927,10 +904,10 @@ class PgRestore:
                 proc.kill()
                 proc.wait()
                 raise
-            rc = self._wait(proc)
+            rc = wait_child(proc)
             if rc != 0 or failure:
                 raise RestoreError("copying the archive into container '%s' (%s cp) failed: %s"
-                                   % (self.container, self.pg.engine.binary, _tail(err) or failure))
+                                   % (self.container, self.pg.engine.binary, stderr_tail(err, STDERR_KEEP) or failure))
         self.actions.append("staged the archive%s in container directory %s"
                             % (" table of contents" if toc_only else "", remote_dir))
         return posixpath.join(remote_dir, name)
