@@ -692,7 +692,6 @@ class PgRestore:
                 stdout = out.read(4 * 1024 * 1024).decode("utf-8", "replace")
             return rc, stdout, self._redact(stderr_tail(err, STDERR_KEEP))
 
-
     # -- checks ------------------------------------------------------------------
 
     def prepare(self, check_mode=False):
