@@ -33,6 +33,18 @@ class PgError(Exception):
     """A query or tool in the container failed; the message carries its stderr."""
 
 
+def container_argument_spec(**options):
+    """Argument spec of the doc fragment nl_biomero.database.container plus a module's own ``options``."""
+    spec = dict(
+        container=dict(type="str", required=True),
+        engine=dict(type="str", default="auto", choices=["auto", "docker", "podman"]),
+        login_user=dict(type="str"),
+        login_password=dict(type="str", no_log=True),
+    )
+    spec.update(options)
+    return spec
+
+
 def container_env(info, name, default=None):
     """Value of an environment variable in the container's configuration."""
     prefix = name + "="
@@ -104,4 +116,4 @@ class PgContainer:
         return json.loads(self.scalar(SQL_SEQUENCES, database=database))
 
 
-__all__ = ["PgContainer", "PgError", "EngineError", "container_env"]
+__all__ = ["PgContainer", "PgError", "EngineError", "container_argument_spec", "container_env"]

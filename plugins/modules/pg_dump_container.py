@@ -274,15 +274,12 @@ login_user:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.nl_biomero.database.plugins.module_utils.dump import DumpError, PgDump
+from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import container_argument_spec
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            container=dict(type="str", required=True),
-            engine=dict(type="str", default="auto", choices=["auto", "docker", "podman"]),
-            login_user=dict(type="str"),
-            login_password=dict(type="str", no_log=True),
+        argument_spec=container_argument_spec(
             database=dict(type="str", required=True),
             dest=dict(type="path"),
             dest_dir=dict(type="path"),

@@ -90,17 +90,13 @@ matches:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import EngineError
-from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, PgError
+from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, PgError, container_argument_spec
 from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade import compare_fingerprints, fingerprint
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            container=dict(type="str", required=True),
-            engine=dict(type="str", default="auto", choices=["auto", "docker", "podman"]),
-            login_user=dict(type="str"),
-            login_password=dict(type="str", no_log=True),
+        argument_spec=container_argument_spec(
             databases=dict(type="list", elements="str"),
             kind=dict(type="str", default="auto", choices=["auto", "omero", "biomero", "none"]),
             compare_to=dict(type="dict"),

@@ -375,15 +375,12 @@ restore_duration_s:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nl_biomero.database.plugins.module_utils.restore import PgRestore, RestoreError
+from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import container_argument_spec
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            container=dict(type="str", required=True),
-            engine=dict(type="str", default="auto", choices=["auto", "docker", "podman"]),
-            login_user=dict(type="str"),
-            login_password=dict(type="str", no_log=True),
+        argument_spec=container_argument_spec(
             database=dict(type="str", required=True),
             src=dict(type="path", required=True),
             jobs=dict(type="int"),

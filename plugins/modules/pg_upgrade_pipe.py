@@ -90,18 +90,14 @@ globals:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import EngineError
-from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, PgError
+from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, PgError, container_argument_spec
 from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade import Pipe, UpgradeError
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            container=dict(type="str", required=True),
+        argument_spec=container_argument_spec(
             target_container=dict(type="str", required=True),
-            engine=dict(type="str", default="auto", choices=["auto", "docker", "podman"]),
-            login_user=dict(type="str"),
-            login_password=dict(type="str", no_log=True),
             databases=dict(type="list", elements="str", required=True),
             owners=dict(type="dict", default={}),
             globals=dict(type="bool", default=True),

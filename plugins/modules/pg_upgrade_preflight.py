@@ -165,17 +165,13 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import (
     ContainerEngine, EngineError, detect_engine, run)
-from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, PgError
+from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, PgError, container_argument_spec
 from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade import Preflight, UpgradeError
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            container=dict(type="str", required=True),
-            engine=dict(type="str", default="auto", choices=["auto", "docker", "podman"]),
-            login_user=dict(type="str"),
-            login_password=dict(type="str", no_log=True),
+        argument_spec=container_argument_spec(
             target_image=dict(type="str", required=True),
             strategy=dict(type="str", default="dump_restore", choices=["dump_restore", "pipe"]),
             dump_dir=dict(type="path"),
