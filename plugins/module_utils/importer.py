@@ -184,6 +184,19 @@ class Selection:
         return out
 
 
+def selection_argument_spec(default_stages=None):
+    """Argument spec of the order filters shared by biomero_import_info and biomero_import_retry."""
+    return dict(
+        uuids=dict(type="list", elements="str"),
+        stages=dict(type="list", elements="str", default=default_stages),
+        group_name=dict(type="str"),
+        user_name=dict(type="str"),
+        since=dict(type="str"),
+        until=dict(type="str"),
+        limit=dict(type="int", default=DEFAULT_LIMIT),
+    )
+
+
 def selection_from_params(params, default_stages=None, now=None):
     """Validated Selection from module parameters (uuids, stages, group_name, user_name, since, until)."""
     now = now or utcnow()

@@ -210,15 +210,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.pg_connect imp
 
 def argument_spec():
     spec = connection_argument_spec()
-    spec.update(
-        uuids=dict(type="list", elements="str"),
-        stages=dict(type="list", elements="str"),
-        group_name=dict(type="str"),
-        user_name=dict(type="str"),
-        since=dict(type="str"),
-        until=dict(type="str"),
-        limit=dict(type="int", default=100),
-    )
+    spec.update(importer.selection_argument_spec())
     return spec
 
 

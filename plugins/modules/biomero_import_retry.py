@@ -274,15 +274,9 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.pg_connect imp
 
 def argument_spec():
     spec = connection_argument_spec()
+    spec.update(importer.selection_argument_spec(default_stages=[importer.STAGE_FAILED]))
     spec.update(
-        uuids=dict(type="list", elements="str"),
         all_failed=dict(type="bool", default=False),
-        stages=dict(type="list", elements="str", default=[importer.STAGE_FAILED]),
-        group_name=dict(type="str"),
-        user_name=dict(type="str"),
-        since=dict(type="str"),
-        until=dict(type="str"),
-        limit=dict(type="int", default=importer.DEFAULT_LIMIT),
         strategy=dict(type="str", default="new_order", choices=list(importer.STRATEGIES)),
         lock_timeout=dict(type="int", default=30),
     )
