@@ -54,9 +54,32 @@ ensure_docker() {
 }
 
 ensure_podman() {
-    command -v podman >/dev/null || apt_install podman runc
+    # runc too: crun (podman's default when installed) fails on these machines
+    if ! command -v podman >/dev/null || ! command -v runc >/dev/null; then
+        log "installing podman runc"
+        apt_install podman runc
+    fi
     podman info >/dev/null 2>&1 || { echo "error: podman does not answer: podman info" >&2; exit 1; }
     log "podman answers"
+}
+
+# Copy an image docker built into podman (tests/integration/test_podman.py runs
+# both engines). Skipped when podman holds the same image ID, i.e. the same
+# configuration and inputs label. podman stores it as localhost/<name>, which
+# the short name resolves to.
+podman_image_from_docker() {
+    local tag="$1" want have
+    want="$(docker image inspect -f '{{.Id}}' "$tag")"
+    have="$(podman image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)"
+    if [ "sha256:${have#sha256:}" = "$want" ]; then
+        log "podman has $tag"
+        return
+    fi
+    log "copying $tag from docker into podman"
+    docker save "$tag" | podman load -q >/dev/null
+    podman tag "${want#sha256:}" "$tag"
+    # the replaced image, now untagged (kept if a container still uses it)
+    [ -z "$have" ] || podman image rm "$have" >/dev/null 2>&1 || true
 }
 
 setup_venv
@@ -69,3 +92,8 @@ esac
 command -v debootstrap >/dev/null || { log "installing debootstrap"; apt_install debootstrap; }
 log "building PostgreSQL images (skipped when up to date)"
 ENGINE="$NLB_ENGINE" "$REPO_ROOT/images/postgres/build.sh" 15 17
+# Podman beside docker, for tests/integration/test_podman.py (NLB_SKIP_PODMAN=1: neither).
+if [ "$NLB_ENGINE" = docker ] && [ "${NLB_SKIP_PODMAN:-0}" != 1 ]; then
+    ensure_podman
+    podman_image_from_docker "$NLB_IMAGE_PG17"
+fi

@@ -320,7 +320,9 @@ def run_counting_toc(argv, stdin_path=None, env=None):
     """Run a ``pg_restore --list`` command; returns (rc, TOC entries, stderr).
 
     The listing is counted as it streams (a database with many large objects
-    has a long one); ``stdin_path`` is piped to the command's stdin.
+    has a long one); ``stdin_path`` is piped to the command's stdin. Entries is
+    None when the listing lacks its "; Archive created at" header: an empty
+    database has no entries, but a readable archive always has the header.
     """
     with tempfile.TemporaryFile() as err:
         src = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
@@ -329,10 +331,12 @@ def run_counting_toc(argv, stdin_path=None, env=None):
                 proc = subprocess.Popen(argv, stdin=src, stdout=subprocess.PIPE, stderr=err, env=full_env(env))
             except OSError as exc:
                 raise DumpError("cannot run %s: %s" % (argv[0], exc))
-            entries = 0
+            entries, header = 0, False
             try:
                 for line in proc.stdout:
-                    if line.strip() and not line.lstrip().startswith(b";"):
+                    if line.startswith(b"; Archive created at"):
+                        header = True
+                    elif line.strip() and not line.lstrip().startswith(b";"):
                         entries += 1
             except BaseException:
                 proc.kill()
@@ -344,7 +348,7 @@ def run_counting_toc(argv, stdin_path=None, env=None):
         finally:
             if stdin_path:
                 src.close()
-        return rc, entries, stderr_tail(err, STDERR_KEEP)
+        return rc, (entries if header else None), stderr_tail(err, STDERR_KEEP)
 
 
 def extract_command_output(argv, target, root, env=None, file_mode=0o600, dir_mode=0o700):
@@ -657,6 +661,8 @@ class PgDump:
         if rc != 0:
             raise DumpError("verification failed: pg_restore --list cannot read the dump (%s): %s"
                             % (describe_exit(rc), err))
+        if entries is None:
+            raise DumpError("verification failed: pg_restore --list printed no table of contents")
         # Zero entries is a valid dump of an empty database (a fresh BIOMERO DB).
         return entries
 

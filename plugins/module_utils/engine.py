@@ -18,6 +18,12 @@ import shutil
 import subprocess
 
 ENGINES = ("docker", "podman")
+# podman 4.3 (Debian 12) loses all output of ``exec -i`` (stdout and stderr; the
+# exit status survives) about every other time when the process exits before it
+# has read its whole stdin, e.g. ``pg_restore --list`` reading an archive's table
+# of contents only. Under podman an interactive command therefore runs in this
+# wrapper: it reads what is left of stdin afterwards and keeps the exit status.
+PODMAN_STDIN_DRAIN = '"$@"; rc=$?; cat >/dev/null; exit $rc'
 
 
 class EngineError(Exception):
@@ -92,6 +98,8 @@ class ContainerEngine:
         for name in env_names:
             argv += ["-e", name]
         argv.append(container)
+        if interactive and self.binary == "podman":
+            argv += ["sh", "-c", PODMAN_STDIN_DRAIN, "sh"]
         argv += list(command)
         return argv
 

@@ -285,7 +285,14 @@ def test_run_counting_toc_from_a_file(tmp_path):
 
 def test_run_counting_toc_failure():
     rc, entries, err = dump.run_counting_toc(["sh", "-c", "echo 'pg_restore: error: input file is too short' >&2; exit 1"])
-    assert (rc, entries, err) == (1, 0, "pg_restore: error: input file is too short")
+    assert (rc, entries, err) == (1, None, "pg_restore: error: input file is too short")
+
+
+def test_run_counting_toc_empty_database_vs_no_listing(tmp_path):
+    path = tmp_path / "listing"
+    path.write_bytes(b";\n; Archive created at x\n;\n")
+    assert dump.run_counting_toc(["cat"], str(path)) == (0, 0, "")
+    assert dump.run_counting_toc(["true"]) == (0, None, "")
 
 
 def test_extract_command_output(tmp_path):

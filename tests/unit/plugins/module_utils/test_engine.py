@@ -1,6 +1,6 @@
 import pytest
 
-from ansible_collections.nl_biomero.database.plugins.module_utils.engine import ContainerEngine, EngineError, detect_engine
+from ansible_collections.nl_biomero.database.plugins.module_utils.engine import PODMAN_STDIN_DRAIN, ContainerEngine, EngineError, detect_engine
 
 
 def test_detect_engine_auto_prefers_docker():
@@ -18,6 +18,14 @@ def test_detect_engine_errors(preferred, message):
 
 
 def test_exec_argv_keeps_secrets_out_of_argv():
-    argv = ContainerEngine("podman").exec_argv("db; rm -rf /", ["pg_dump", "x"], env_names=["PGPASSWORD"], interactive=True)
-    assert argv == ["podman", "exec", "-i", "-e", "PGPASSWORD", "db; rm -rf /", "pg_dump", "x"]
+    argv = ContainerEngine("docker").exec_argv("db; rm -rf /", ["pg_dump", "x"], env_names=["PGPASSWORD"], interactive=True)
+    assert argv == ["docker", "exec", "-i", "-e", "PGPASSWORD", "db; rm -rf /", "pg_dump", "x"]
+
+
+def test_exec_argv_podman_interactive_drains_stdin():
+    """podman 4.3 loses exec -i output when the process leaves stdin unread: the wrapper reads the rest."""
+    engine = ContainerEngine("podman")
+    argv = engine.exec_argv("db", ["pg_restore", "--list"], env_names=["PGPASSWORD"], interactive=True)
+    assert argv == ["podman", "exec", "-i", "-e", "PGPASSWORD", "db", "sh", "-c", PODMAN_STDIN_DRAIN, "sh", "pg_restore", "--list"]
+    assert engine.exec_argv("db", ["pg_isready"]) == ["podman", "exec", "db", "pg_isready"]
     assert "-t" not in argv
