@@ -848,8 +848,9 @@ class PgRestore:
         if rc != 0:
             raise RestoreError("pg_restore --list in container '%s' cannot read %s: %s%s (nothing was restored)"
                                % (self.container, self.src, err.strip(), stderr_hint(err)))
-        if not toc["entries"]:
-            raise RestoreError("the archive %s has an empty table of contents" % self.src)
+        # An empty database's archive lists no entries, but every readable one has its header.
+        if "Format" not in toc["header"]:
+            raise RestoreError("pg_restore --list printed no table of contents for %s (nothing was restored)" % self.src)
         return toc
 
     # -- staging inside the container ------------------------------------------

@@ -549,3 +549,15 @@ def test_adopt_foreign_dump(cluster, source_fp, tmp_path):
     assert set(owners["objects"].values()) == {"omero_app"}, owners
     assert owners["large_objects"] == ["omero_app"]
     assert leftovers(adopt) == []
+
+
+def test_empty_database_round_trip(cluster, tmp_path):
+    """A fresh database without tables (a new BIOMERO DB) dumps and restores: an empty TOC is not an error."""
+    src, tgt = cluster["src17"], cluster["tgt17"]
+    src.psql("CREATE DATABASE fresh_empty")
+    dumped = run_module(DUMP, {"container": src.name, "database": "fresh_empty", "dest_dir": str(tmp_path)})
+    assert not dumped.get("failed"), dumped.get("msg")
+    result = restore(tgt, "fresh_empty_copy", dumped["path"])
+    assert not result.get("failed"), result.get("msg")
+    assert result["changed"] and result["row_counts"] == {}
+    assert db_exists(tgt, "fresh_empty_copy")
