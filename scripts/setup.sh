@@ -90,6 +90,8 @@ case "$NLB_ENGINE" in
     *) echo "error: NLB_ENGINE='$NLB_ENGINE' is not supported; use docker or podman" >&2; exit 1 ;;
 esac
 command -v debootstrap >/dev/null || { log "installing debootstrap"; apt_install debootstrap; }
+# A real cron daemon for tests/integration/test_backup_cron.py (the role's cron variant).
+command -v cron >/dev/null || { log "installing cron"; apt_install cron; }
 log "building PostgreSQL images (skipped when up to date)"
 ENGINE="$NLB_ENGINE" "$REPO_ROOT/images/postgres/build.sh" 15 17
 # Podman beside docker, for tests/integration/test_podman.py (NLB_SKIP_PODMAN=1: neither).

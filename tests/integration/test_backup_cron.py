@@ -1,0 +1,179 @@
+"""The postgres_backup role's cron variant run by a real cron daemon (issue 5):
+the role installs the job and an every-minute /etc/cron.d entry, a cron
+daemon runs it on schedule (minimal environment, as in production) and a
+complete backup set appears. Needs root and Debian's cron (scripts/setup.sh
+installs it); everything made is named nlbtest-cron-*."""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from conftest import ENGINE
+
+CRON_DIR = "/etc/cron.d"
+WAIT_FOR_SET = 130
+PYTHON = "/usr/bin/python3"
+
+
+def running_cron():
+    """Pid of a cron daemon already running on this machine (zombies ignored), else None."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        name, state = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split(" ", 1)[0]
+        if name in ("cron", "crond") and state != "Z":
+            return int(entry)
+    return None
+
+
+def processes_with(text):
+    """Pids of processes whose command line mentions text (the cron job of this test)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as handle:
+                cmdline = handle.read().decode("utf-8", "replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            pids.append(int(entry))
+    return pids
+
+
+def apply_role(work, role_vars):
+    """Apply the role to localhost with ansible-playbook, as a user does."""
+    playbook = [{"hosts": "localhost", "gather_facts": False,
+                 "roles": [{"role": "nl_biomero.database.postgres_backup", "vars": role_vars}]}]
+    path = os.path.join(work, "play.yml")
+    with open(path, "w") as handle:
+        json.dump(playbook, handle)
+    inventory = os.path.join(work, "inventory")
+    with open(inventory, "w") as handle:
+        handle.write("localhost ansible_connection=local ansible_python_interpreter=%s\n"
+                     % os.environ.get("ANSIBLE_PYTHON_INTERPRETER", "auto"))
+    proc = subprocess.run(["ansible-playbook", "-i", inventory, path], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, "applying the role failed:\n%s\n%s" % (proc.stdout[-4000:], proc.stderr[-2000:])
+
+
+def read_sets(backup_dir):
+    """{set name: manifest} of the sets in backup_dir (manifests written atomically)."""
+    sets = {}
+    if not os.path.isdir(backup_dir):
+        return sets
+    for name in sorted(os.listdir(backup_dir)):
+        manifest = os.path.join(backup_dir, name, "set.manifest.json")
+        if os.path.isfile(manifest):
+            with open(manifest) as handle:
+                sets[name] = json.load(handle)
+    return sets
+
+
+def read_text(path, default=""):
+    if not os.path.exists(path):
+        return default
+    with open(path) as handle:
+        return handle.read()
+
+
+def test_real_cron_daemon_runs_the_installed_job(pg_factory, tmp_path):
+    if os.geteuid() != 0:
+        pytest.fail("test_backup_cron needs root (it writes %s and may start a cron daemon)" % CRON_DIR)
+    if not os.path.exists(PYTHON):
+        pytest.fail("%s is missing: the role's job runs with the system Python" % PYTHON)
+    cron = shutil.which("cron") or next((path for path in ("/usr/sbin/cron", "/usr/sbin/crond") if os.path.exists(path)), None)
+    if running_cron() is None and cron is None:
+        pytest.fail("no cron daemon: install Debian's cron (apt-get install -y cron; scripts/setup.sh does)")
+    db = pg_factory(major=17, prefix="nlbtest-cron", user="app", password="cr0n-pw", database="appdb")
+    db.psql("CREATE TABLE job (id bigint PRIMARY KEY, status text);"
+            "INSERT INTO job SELECT g, 'Finished' FROM generate_series(1, 42) g;")
+
+    name = "nlbtest-cron-%s" % uuid.uuid4().hex[:8]
+    work = str(tmp_path / name)
+    os.makedirs(work)
+    backup_dir = os.path.join(work, "backups")
+    config_file = os.path.join(work, "etc", "backup.json")
+    cron_file = os.path.join(CRON_DIR, name)  # no dots: cron ignores such names in /etc/cron.d
+    metrics_file = os.path.join(work, "textfile", "nl_biomero_backup.prom")
+    daemon = None
+    log_path = os.path.join(work, "cron.log")
+    try:
+        apply_role(work, {
+            "postgres_backup_scheduler": "cron",
+            "postgres_backup_cron_schedule": "* * * * *",
+            "postgres_backup_engine": ENGINE,
+            "postgres_backup_python": PYTHON,
+            "postgres_backup_dir": backup_dir,
+            "postgres_backup_install_dir": os.path.join(work, "opt"),
+            "postgres_backup_config_file": config_file,
+            "postgres_backup_systemd_dir": os.path.join(work, "systemd"),
+            "postgres_backup_cron_file": cron_file,
+            "postgres_backup_metrics_file": metrics_file,
+            "postgres_backup_databases": [{"name": "appdb", "container": db.name, "database": "appdb", "user": "app"}],
+            "postgres_backup_retention": {},
+        })
+        status = os.stat(cron_file)
+        assert status.st_uid == 0 and status.st_mode & 0o777 == 0o644, "cron ignores %s: owner/mode" % cron_file
+        with open(cron_file) as handle:
+            entry = handle.read()
+        assert "* * * * * root PYTHONPATH=" in entry, entry
+
+        if running_cron() is None:
+            log = open(log_path, "w")
+            try:
+                daemon = subprocess.Popen([cron, "-f"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          start_new_session=True)
+            finally:
+                log.close()
+            time.sleep(1)
+            assert daemon.poll() is None, "cron -f exited at once (rc=%s): %s" % (daemon.returncode, read_text(log_path))
+
+        deadline = time.time() + WAIT_FOR_SET
+        complete = None
+        while time.time() < deadline and complete is None:
+            complete = next((item for item in read_sets(backup_dir).items() if item[1].get("complete") is True), None)
+            if complete is None:
+                time.sleep(2)
+        if complete is None:
+            cron_log = read_text(log_path, "(a cron daemon already ran, not started by the test)")
+            pytest.fail("no complete backup set from cron within %ss; sets: %s; cron output: %s"
+                        % (WAIT_FOR_SET, json.dumps(read_sets(backup_dir))[-3000:], cron_log[-2000:]))
+
+        set_name, manifest = complete
+        assert manifest["complete"] is True and manifest["finished"], manifest
+        by_name = dict((item["name"], item) for item in manifest["components"])
+        assert by_name["appdb"]["kind"] == "database", by_name
+        assert by_name["appdb"]["row_counts"] == {"public.job": 42}, by_name["appdb"]
+        assert os.path.isfile(os.path.join(backup_dir, set_name, by_name["appdb"]["path"]))
+        # the job ran under cron, which sets syslog on; the metrics came from that run
+        with open(config_file) as handle:
+            assert json.load(handle)["syslog"] is True
+        with open(metrics_file) as handle:
+            assert "nl_biomero_backup_last_run_success 1" in handle.read()
+    finally:
+        if os.path.exists(cron_file):
+            os.remove(cron_file)
+        if daemon is not None:
+            daemon.terminate()
+            try:
+                daemon.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait(timeout=10)
+        # a run cron started just before may still be going: let it end before removing its folders
+        deadline = time.time() + 120
+        while processes_with(config_file) and time.time() < deadline:
+            time.sleep(1)
+        shutil.rmtree(work, ignore_errors=True)
