@@ -317,12 +317,12 @@ def stream_to_file(argv, path, env=None, file_mode=0o600):
 
 
 def run_counting_toc(argv, stdin_path=None, env=None):
-    """Run a ``pg_restore --list`` command; returns (rc, TOC entries, stderr).
+    """Run a ``pg_restore --list`` command; returns (rc, TOC entries, header seen, stderr).
 
     The listing is counted as it streams (a database with many large objects
-    has a long one); ``stdin_path`` is piped to the command's stdin. Entries is
-    None when the listing lacks its "; Archive created at" header: an empty
-    database has no entries, but a readable archive always has the header.
+    has a long one); ``stdin_path`` is piped to the command's stdin. An empty
+    database has no entries, but a readable archive always has the
+    "; Archive created at" header.
     """
     with tempfile.TemporaryFile() as err:
         src = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
@@ -348,7 +348,7 @@ def run_counting_toc(argv, stdin_path=None, env=None):
         finally:
             if stdin_path:
                 src.close()
-        return rc, (entries if header else None), stderr_tail(err, STDERR_KEEP)
+        return rc, entries, header, stderr_tail(err, STDERR_KEEP)
 
 
 def extract_command_output(argv, target, root, env=None, file_mode=0o600, dir_mode=0o700):
@@ -657,11 +657,11 @@ class PgDump:
         return self._count_toc(argv, tmp)
 
     def _count_toc(self, argv, stdin_path=None):
-        rc, entries, err = run_counting_toc(argv, stdin_path)
+        rc, entries, header, err = run_counting_toc(argv, stdin_path)
         if rc != 0:
             raise DumpError("verification failed: pg_restore --list cannot read the dump (%s): %s"
                             % (describe_exit(rc), err))
-        if entries is None:
+        if not header:
             raise DumpError("verification failed: pg_restore --list printed no table of contents")
         # Zero entries is a valid dump of an empty database (a fresh BIOMERO DB).
         return entries

@@ -280,19 +280,19 @@ def test_run_counting_toc_from_a_file(tmp_path):
     path = tmp_path / "listing"
     listing = ";\n; Archive created at x\n;     dbname: appdb\n;\n\n" + "215; 1259 16389 TABLE public t app\n" * 100000
     path.write_bytes(listing.encode())
-    assert dump.run_counting_toc(["cat"], str(path)) == (0, 100000, "")
+    assert dump.run_counting_toc(["cat"], str(path)) == (0, 100000, True, "")
 
 
 def test_run_counting_toc_failure():
-    rc, entries, err = dump.run_counting_toc(["sh", "-c", "echo 'pg_restore: error: input file is too short' >&2; exit 1"])
-    assert (rc, entries, err) == (1, None, "pg_restore: error: input file is too short")
+    result = dump.run_counting_toc(["sh", "-c", "echo 'pg_restore: error: input file is too short' >&2; exit 1"])
+    assert result == (1, 0, False, "pg_restore: error: input file is too short")
 
 
 def test_run_counting_toc_empty_database_vs_no_listing(tmp_path):
     path = tmp_path / "listing"
     path.write_bytes(b";\n; Archive created at x\n;\n")
-    assert dump.run_counting_toc(["cat"], str(path)) == (0, 0, "")
-    assert dump.run_counting_toc(["true"]) == (0, None, "")
+    assert dump.run_counting_toc(["cat"], str(path)) == (0, 0, True, "")
+    assert dump.run_counting_toc(["true"]) == (0, 0, False, "")
 
 
 def test_extract_command_output(tmp_path):
