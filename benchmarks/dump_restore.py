@@ -50,10 +50,11 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import DOC, BenchError, fmt_load, loadavg, log, run, write_doc  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOC = os.path.join(REPO, "docs", "benchmarks.md")
 SECTION = "## pg_dump_container / pg_restore_container"
-DOC_TITLE = "# Benchmarks\n\nMeasured performance of the collection's modules on the project's test machines.\n"
 MODULES = os.path.join(REPO, "plugins", "modules")
 PGDATA = "/var/lib/postgresql/data"
 DB = "bench"
@@ -80,30 +81,6 @@ sys.stderr.write("\nNLBBENCH-RUSAGE " + json.dumps({
     "children_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}) + "\n")
 sys.exit(code)
 """
-
-
-class BenchError(Exception):
-    pass
-
-
-def log(msg):
-    sys.stderr.write("[%s] %s\n" % (time.strftime("%H:%M:%S"), msg))
-    sys.stderr.flush()
-
-
-def loadavg():
-    with open("/proc/loadavg") as handle:
-        return [float(x) for x in handle.read().split()[:3]]
-
-
-def run(argv, check=True, input_bytes=None, timeout=3600, env=None):
-    proc = subprocess.run(argv, input=input_bytes, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          timeout=timeout, env=env, check=False)
-    out = proc.stdout.decode("utf-8", "replace")
-    err = proc.stderr.decode("utf-8", "replace")
-    if check and proc.returncode != 0:
-        raise BenchError("%s failed (%d): %s" % (" ".join(argv[:4]), proc.returncode, (err or out).strip()[-2000:]))
-    return proc.returncode, out, err
 
 
 def size_of(path):
@@ -736,10 +713,6 @@ def verdicts(picked, args, results):
     return out
 
 
-def fmt_load(value):
-    return "/".join("%.1f" % v for v in value) if value else "?"
-
-
 def mem_gib():
     try:
         with open("/proc/meminfo") as handle:
@@ -749,28 +722,6 @@ def mem_gib():
     except OSError:
         pass
     return 0.0
-
-
-def write_doc(section_body):
-    """Replace the text between our heading and the next '## ' heading (or append the section)."""
-    text = DOC_TITLE
-    if os.path.exists(DOC):
-        with open(DOC) as handle:
-            text = handle.read()
-    block = SECTION + "\n\n" + section_body.rstrip("\n") + "\n"
-    lines = text.splitlines(True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip("\n") == SECTION), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + block
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        tail = "".join(lines[end:])
-        new = "".join(lines[:start]) + block + ("\n" + tail if tail else "")
-    os.makedirs(os.path.dirname(DOC), exist_ok=True)
-    tmp = DOC + ".tmp-nlbbench"
-    with open(tmp, "w") as handle:
-        handle.write(new)
-    os.replace(tmp, DOC)
 
 
 def section_text(report, args):
@@ -800,7 +751,7 @@ def report_from(path, docs):
     report, _picked = build_report(bench, args, started, float(total) if total else float("nan"))
     sys.stdout.write(report)
     if docs:
-        write_doc(section_text(report, args))
+        write_doc(SECTION, section_text(report, args))
         log("wrote %s" % os.path.relpath(DOC, REPO))
     return 0
 
@@ -868,7 +819,7 @@ def main(argv=None):
             json.dump({"facts": bench.facts, "results": bench.results, "args": vars(args)}, handle, indent=2,
                       default=str)
     if args.docs:
-        write_doc(section_text(report, args))
+        write_doc(SECTION, section_text(report, args))
         log("wrote %s" % os.path.relpath(DOC, REPO))
     return 0
 

@@ -38,17 +38,17 @@ import os
 import platform
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import DOC, BenchError, fmt_load, loadavg, log, run, write_doc  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOC = os.path.join(REPO, "docs", "benchmarks.md")
 SECTION = "## postgres_upgrade: downtime"
-DOC_TITLE = "# Benchmarks\n\nMeasured performance of the collection's modules on the project's test machines.\n"
 PGDATA = "/var/lib/postgresql/data"
 DB = "omero"
 USER = "omero"
@@ -57,34 +57,6 @@ MB = 1000 * 1000
 SERVER_SETTINGS = ["shared_buffers=256MB", "max_wal_size=4GB", "checkpoint_timeout=30min"]
 TABLES = ("job", "image", "annotation", "eventlog")
 STRATEGIES = ("dump_restore", "pipe", "script")
-
-
-class BenchError(Exception):
-    pass
-
-
-def log(msg):
-    sys.stderr.write("[%s] %s\n" % (time.strftime("%H:%M:%S"), msg))
-    sys.stderr.flush()
-
-
-def loadavg():
-    with open("/proc/loadavg") as handle:
-        return [float(x) for x in handle.read().split()[:3]]
-
-
-def run(argv, check=True, input_bytes=None, timeout=3600, env=None):
-    proc = subprocess.run(argv, input=input_bytes, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          timeout=timeout, env=env, check=False)
-    out = proc.stdout.decode("utf-8", "replace")
-    err = proc.stderr.decode("utf-8", "replace")
-    if check and proc.returncode != 0:
-        raise BenchError("%s failed (%d): %s" % (" ".join(argv[:4]), proc.returncode, (err or out).strip()[-3000:]))
-    return proc.returncode, out, err
-
-
-def fmt_load(value):
-    return "/".join("%.1f" % v for v in value) if value else "?"
 
 
 def fmt_mb(value):
@@ -457,28 +429,6 @@ def build_report(bench, args, started_utc, total):
     return "\n".join(lines) + "\n"
 
 
-def write_doc(section_body):
-    """Replace the text between our heading and the next '## ' heading (or append the section)."""
-    text = DOC_TITLE
-    if os.path.exists(DOC):
-        with open(DOC) as handle:
-            text = handle.read()
-    block = SECTION + "\n\n" + section_body.rstrip("\n") + "\n"
-    lines = text.splitlines(True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip("\n") == SECTION), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + block
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        tail = "".join(lines[end:])
-        new = "".join(lines[:start]) + block + ("\n" + tail if tail else "")
-    os.makedirs(os.path.dirname(DOC), exist_ok=True)
-    tmp = DOC + ".tmp-nlbbench-upg"
-    with open(tmp, "w") as handle:
-        handle.write(new)
-    os.replace(tmp, DOC)
-
-
 def section_text(report, args):
     size = "--quick" if args.quick else "--size-gb %s" % args.size_gb
     size += " --runs %d" % getattr(args, "runs", 1)
@@ -498,7 +448,7 @@ def report_from(path, docs):
     report = build_report(bench, args, saved.get("started_utc", "?"), float(saved.get("total_s") or 0))
     sys.stdout.write(report)
     if docs:
-        write_doc(section_text(report, args))
+        write_doc(SECTION, section_text(report, args))
         log("wrote %s" % os.path.relpath(DOC, REPO))
     return 0
 
@@ -569,7 +519,7 @@ def main(argv=None):
             json.dump({"facts": bench.facts, "results": bench.results, "args": vars(args),
                        "started_utc": started_utc, "total_s": round(total, 1)}, handle, indent=2)
     if args.docs:
-        write_doc(section_text(report, args))
+        write_doc(SECTION, section_text(report, args))
         log("wrote %s" % os.path.relpath(DOC, REPO))
     failed = [s for s in STRATEGIES if any("error" in r for r in runs_of(bench.results, s))]
     return 1 if failed else 0
