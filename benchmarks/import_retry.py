@@ -25,7 +25,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "integration"))
 
-import test_import_retry as t  # noqa: E402  (schema, helpers, harness; also sets up the collection path)
+import harness  # noqa: E402  (links the collection)
+import test_import_retry as t  # noqa: E402  (the importer schema and helpers)
 
 importer = t.importer
 SECTION = "## biomero_import_retry"
@@ -141,7 +142,7 @@ def main():
     parser.add_argument("--write-docs", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args()
 
-    pg = t._harness.PgContainer(args.major, t._harness.unique("nlbtest-imp-bench"))
+    pg = harness.DbContainer(args.major, harness.unique("nlbtest-imp-bench"))
     pg.start()
     rounds = []
     try:

@@ -70,6 +70,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.retention impo
     RetentionError,
     validate_policy,
 )
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -100,7 +101,7 @@ _CONTAINER_COMMAND_KEYS = {"name": None, "container": None, "command": None, "ki
 _PATH_KINDS = ("omero_data", "omero_config", "metabase", "other")
 
 
-class BackupRunError(Exception):
+class BackupRunError(NlbError):
     """Bad configuration, or the run cannot start (no lock, no backup directory)."""
 
 

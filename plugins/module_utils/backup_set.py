@@ -57,6 +57,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.archive import
     write_json_atomic,
 )
 from ansible_collections.nl_biomero.database.plugins.module_utils.retention import select, validate_policy
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
 
 SET_MANIFEST = "set.manifest.json"
 FORMAT_VERSION = 1
@@ -74,7 +75,7 @@ _DUMP_START_KEYS = ("start", "started", "start_utc", "started_utc", "start_time"
 _DUMP_GLOBALS_KEYS = ("globals_file", "globals", "globals_path")
 
 
-class BackupSetError(Exception):
+class BackupSetError(NlbError):
     """A backup set cannot be created, read, recorded or removed."""
 
 

@@ -44,6 +44,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools impor
     pg_dump_argv,
     pg_dumpall_globals_argv,
 )
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
 
 MANIFEST_VERSION = 1
 # Default parallelism of directory format: the container's CPUs, at most this.
@@ -62,7 +63,7 @@ STAGE_TEMPLATE = "/tmp/nlb-dump.XXXXXXXXXX"
 STAGE_SUBDIR = "dump"
 
 
-class DumpError(Exception):
+class DumpError(NlbError):
     """The dump cannot be taken or failed; the message says why (with the tool's stderr)."""
 
 

@@ -1,23 +1,41 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, NL-BIOMERO database maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Talking to a container engine (docker or podman) through its CLI.
+"""The only way to a container engine (docker or podman): every engine command line is built here.
 
 The core is shared by the modules and by the scheduled backup job that runs
 without Ansible, so it runs commands with ``subprocess`` rather than
-``AnsibleModule.run_command``. Commands are argv lists, never shell strings.
+``AnsibleModule.run_command`` (which holds a child's whole output in memory;
+a dump is as large as the database). Commands are argv lists, never shell
+strings. Engine quirks (podman's ``exec -i``) live here, once.
+
+- :func:`run`: a short command, output as text, with a timeout.
+- :func:`stream`: a long command whose stdin/stdout are files or Python
+  readers/writers, memory bounded, sha256 of what it writes, its child killed
+  on any interruption or timeout.
+- :func:`pipe`: one command's stdout into another's stdin (pg_dump into pg_restore).
+- :class:`ContainerEngine`: exec, inspect, cp, logs, volumes and throwaway runs.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import collections
+import hashlib
 import json
 import os
 import shutil
 import subprocess
+import tempfile
+import threading
+
+from ansible_collections.nl_biomero.database.plugins.module_utils import labels
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
 
 ENGINES = ("docker", "podman")
+CHUNK = 1024 * 1024
+STDERR_KEEP = 64 * 1024
 # podman 4.3 (Debian 12) loses all output of ``exec -i`` (stdout and stderr; the
 # exit status survives) about every other time when the process exits before it
 # has read its whole stdin, e.g. ``pg_restore --list`` reading an archive's table
@@ -25,9 +43,14 @@ ENGINES = ("docker", "podman")
 # wrapper: it reads what is left of stdin afterwards and keeps the exit status.
 PODMAN_STDIN_DRAIN = '"$@"; rc=$?; cat >/dev/null; exit $rc'
 
+# What stream() returns: exit status, stderr tail (text), bytes and sha256 of
+# what went to stdout (when it was written to a path, else None), and the
+# return value of a stdout reader.
+Streamed = collections.namedtuple("Streamed", "rc stderr bytes sha256 output")
 
-class EngineError(Exception):
-    """A container engine call failed or the engine/container is unusable."""
+
+class EngineError(NlbError):
+    """A container engine call failed, timed out, or the engine/container is unusable."""
 
 
 def detect_engine(preferred="auto", which=shutil.which):
@@ -53,12 +76,17 @@ def wait_child(proc):
     try:
         return proc.wait()
     except BaseException:
-        proc.kill()
-        proc.wait()
+        _kill(proc)
         raise
 
 
-def stderr_tail(handle, limit=64 * 1024):
+def _kill(proc):
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+def stderr_tail(handle, limit=STDERR_KEEP):
     """The last ``limit`` bytes of a binary temporary file holding a child's stderr, as text."""
     handle.flush()
     handle.seek(0, os.SEEK_END)
@@ -67,21 +95,207 @@ def stderr_tail(handle, limit=64 * 1024):
     return handle.read().decode("utf-8", "replace").strip()
 
 
+def _what(argv):
+    """Short name of a command for messages: 'docker exec', 'podman cp', 'pg_dump'."""
+    return " ".join(argv[:2]) if argv and os.path.basename(argv[0]) in ENGINES else (argv[0] if argv else "?")
+
+
 def run(argv, env=None, input_bytes=None, timeout=None):
-    """Run argv and return (rc, stdout, stderr) as text. ``env`` adds to os.environ."""
+    """Run argv and return (rc, stdout, stderr) as text. ``env`` adds to os.environ.
+
+    EngineError when it cannot start or runs longer than ``timeout`` seconds
+    (the child is killed then).
+    """
     try:
         proc = subprocess.run(argv, input=input_bytes, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               env=full_env(env), timeout=timeout, check=False)
     except OSError as exc:
         raise EngineError("cannot run %s: %s" % (argv[0], exc))
+    except subprocess.TimeoutExpired:
+        raise EngineError("%s did not finish within %s s and was killed" % (_what(argv), timeout))
     return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
 
 
-class ContainerEngine:
-    """Builds and runs engine commands; docker and podman agree on exec, cp and inspect."""
+class _Watchdog:
+    """Kills the given children when ``timeout`` seconds pass; ``fired`` tells afterwards."""
 
-    def __init__(self, binary):
+    def __init__(self, procs, timeout):
+        self.procs = procs
+        self.fired = False
+        self._timer = threading.Timer(timeout, self._fire) if timeout else None
+        if self._timer:
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _fire(self):
+        self.fired = True
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+
+    def cancel(self):
+        if self._timer:
+            self._timer.cancel()
+
+
+def _write_hashed(reader, path, file_mode):
+    """Copy ``reader`` into the new file ``path`` (O_EXCL), hashing as it passes; returns (bytes, sha256)."""
+    digest = hashlib.sha256()
+    count = 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode)
+    with os.fdopen(fd, "wb") as out:
+        while True:
+            chunk = reader.read(CHUNK)
+            if not chunk:
+                break
+            digest.update(chunk)
+            out.write(chunk)
+            count += len(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    return count, digest.hexdigest()
+
+
+class _Feeder:
+    """Runs a stdin writer in a thread (so that stdout can be read meanwhile); a broken pipe is not an error."""
+
+    def __init__(self, writer, sink):
+        self.error = None
+        self._thread = threading.Thread(target=self._run, args=(writer, sink))
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _run(self, writer, sink):
+        try:
+            writer(sink)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the child stopped reading: its exit status and stderr say why
+        except BaseException as exc:  # re-raised in the caller's thread
+            self.error = exc
+        finally:
+            try:
+                sink.close()
+            except OSError:
+                pass
+
+    def join(self, reraise=True):
+        self._thread.join()
+        if reraise and self.error is not None:
+            raise self.error
+
+
+def stream(argv, env=None, stdin=None, stdout=None, timeout=None, file_mode=0o600):
+    """Run ``argv`` with streamed input and output; returns :data:`Streamed`.
+
+    ``stdin``: None (nothing), a file path, or ``writer(pipe)`` called in a
+    thread. ``stdout``: None (discarded), a path (a NEW file, hashed as it is
+    written, fsynced), or ``reader(pipe)`` whose return value is ``output``.
+    stderr goes to an anonymous temporary file (bounded).
+
+    The child never outlives the call: any exception (a signal turned into
+    one, a reader's error) or ``timeout`` kills it. A timeout raises
+    EngineError; a non-zero exit status does not (the caller decides).
+    """
+    source = open(stdin, "rb") if isinstance(stdin, str) else None
+    stdin_arg = source or (subprocess.PIPE if callable(stdin) else subprocess.DEVNULL)
+    stdout_arg = subprocess.DEVNULL if stdout is None else subprocess.PIPE
+    try:
+        with tempfile.TemporaryFile() as err:
+            try:
+                proc = subprocess.Popen(argv, stdin=stdin_arg, stdout=stdout_arg, stderr=err, env=full_env(env))
+            except OSError as exc:
+                raise EngineError("cannot run %s: %s" % (argv[0], exc))
+            watchdog = _Watchdog([proc], timeout)
+            feeder = None
+            try:
+                feeder = _Feeder(stdin, proc.stdin) if callable(stdin) else None
+                count = checksum = output = None
+                try:
+                    if isinstance(stdout, str):
+                        count, checksum = _write_hashed(proc.stdout, stdout, file_mode)
+                    elif stdout is not None:
+                        output = stdout(proc.stdout)
+                        while proc.stdout.read(CHUNK):  # drain what the reader left
+                            pass
+                finally:
+                    if proc.stdout:
+                        proc.stdout.close()
+                if feeder:
+                    feeder.join()
+                rc = proc.wait()
+            except BaseException:
+                _kill(proc)
+                if feeder:
+                    feeder.join(reraise=False)
+                if watchdog.fired:  # what failed was a reader cut short by the timeout
+                    raise EngineError("%s did not finish within %s s and was killed" % (_what(argv), timeout))
+                raise
+            finally:
+                watchdog.cancel()
+            if watchdog.fired:
+                raise EngineError("%s did not finish within %s s and was killed" % (_what(argv), timeout))
+            return Streamed(rc, stderr_tail(err), count, checksum, output)
+    finally:
+        if source:
+            source.close()
+
+
+def pipe(first_argv, second_argv, first_env=None, second_env=None, timeout=None):
+    """``first``'s stdout into ``second``'s stdin, relayed and counted; returns (Streamed, Streamed).
+
+    The first Streamed's ``bytes`` is what passed. Both children are killed
+    on any interruption or on ``timeout`` (EngineError).
+    """
+    with tempfile.TemporaryFile() as err:
+        try:
+            first = subprocess.Popen(first_argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                                     env=full_env(first_env))
+        except OSError as exc:
+            raise EngineError("cannot run %s: %s" % (first_argv[0], exc))
+        watchdog = _Watchdog([first], timeout)
+        passed = [0]
+
+        def relay(sink):
+            while True:
+                chunk = first.stdout.read(CHUNK)
+                if not chunk:
+                    break
+                passed[0] += len(chunk)
+                sink.write(chunk)
+
+        try:
+            try:
+                second = stream(second_argv, env=second_env, stdin=relay, timeout=timeout)
+            finally:
+                first.stdout.close()  # a second that stopped early: the first gets SIGPIPE
+            rc = first.wait()
+        except BaseException:
+            _kill(first)
+            raise
+        finally:
+            watchdog.cancel()
+        if watchdog.fired:
+            raise EngineError("%s did not finish within %s s and was killed" % (_what(first_argv), timeout))
+        return Streamed(rc, stderr_tail(err), passed[0], None, None), second
+
+
+class ContainerEngine:
+    """Builds and runs engine commands; docker and podman agree on exec, cp, inspect, run and volume.
+
+    ``timeout`` (seconds, None for none) is the default for every short call.
+    """
+
+    def __init__(self, binary, timeout=None):
+        if binary not in ENGINES:
+            binary = detect_engine(binary)
         self.binary = binary
+        self.timeout = timeout
+
+    # -- command lines -----------------------------------------------------------
+
+    def argv(self, *args):
+        """``[engine, *args]``: the one place an engine command line starts."""
+        return [self.binary] + [str(arg) for arg in args]
 
     def exec_argv(self, container, command, env_names=(), user=None, interactive=False):
         """argv for running ``command`` (a list) in ``container``.
@@ -90,7 +304,7 @@ class ContainerEngine:
         copies the value from its own environment: secrets never reach argv.
         No ``-t``: a TTY would corrupt binary output.
         """
-        argv = [self.binary, "exec"]
+        argv = self.argv("exec")
         if interactive:
             argv.append("-i")
         if user:
@@ -103,15 +317,88 @@ class ContainerEngine:
         argv += list(command)
         return argv
 
-    def inspect(self, container):
-        """Inspect data of the container, or None when it does not exist."""
-        rc, out, err = run([self.binary, "container", "inspect", container])
+    def cp_out_argv(self, container, path):
+        """argv writing ``path`` of the container to stdout as a tar stream."""
+        return self.argv("cp", "%s:%s" % (container, path), "-")
+
+    def cp_in_argv(self, container, directory):
+        """argv extracting a tar stream from stdin into ``directory`` of the container."""
+        return self.argv("cp", "-", "%s:%s" % (container, directory))
+
+    def throwaway_argv(self, image, command=(), purpose="throwaway", name=None, detach=False, network="none",
+                       env_names=(), volumes=(), entrypoint=None, user=None, extra=()):
+        """argv of a container the collection starts for a while and removes.
+
+        Never pulls (``--pull never``: an image that is not there is an error,
+        not a download), labelled with its ``purpose`` so a sweep can find it,
+        ``--rm`` unless detached (then remove it with :meth:`remove`). Values
+        of ``env_names`` come from the engine CLI's environment.
+        """
+        argv = self.argv("run", "--pull", "never", "--label", "%s=%s" % (labels.THROWAWAY, purpose))
+        argv += ["-d"] if detach else ["--rm"]
+        if name:
+            argv += ["--name", name]
+        if network:
+            argv += ["--network", network]
+        if user:
+            argv += ["--user", user]
+        for env_name in env_names:
+            argv += ["-e", env_name]
+        for volume in volumes:
+            argv += ["-v", volume]
+        if entrypoint:
+            argv += ["--entrypoint", entrypoint]
+        return argv + list(extra) + [image] + list(command)
+
+    # -- calls -------------------------------------------------------------------
+
+    def call(self, *args, **kwargs):
+        """Run ``engine *args``; returns (rc, stdout, stderr). Keywords: env, input_bytes, timeout."""
+        timeout = kwargs.pop("timeout", self.timeout)
+        return run(self.argv(*args), timeout=timeout, **kwargs)
+
+    def checked(self, what, *args, **kwargs):
+        """Like :meth:`call` but EngineError naming ``what`` on a non-zero exit; returns stdout."""
+        rc, out, err = self.call(*args, **kwargs)
         if rc != 0:
-            if "no such" in err.lower() or "not found" in err.lower():
+            raise EngineError("%s failed (%s %s): %s" % (what, self.binary, args[0] if args else "",
+                                                          err.strip() or out.strip() or "exit %d" % rc))
+        return out
+
+    def exec_run(self, container, command, env=None, input_bytes=None, user=None, timeout=None):
+        """Run ``command`` in the container; ``env`` values travel via the engine's environment."""
+        env = env or {}
+        argv = self.exec_argv(container, command, env_names=sorted(env), user=user,
+                              interactive=input_bytes is not None)
+        return run(argv, env=env, input_bytes=input_bytes, timeout=timeout or self.timeout)
+
+    def run_throwaway(self, image, command=(), env=None, timeout=None, **options):
+        """Run a throwaway container (see :meth:`throwaway_argv`); returns (rc, stdout, stderr)."""
+        env = env or {}
+        argv = self.throwaway_argv(image, command, env_names=sorted(env), **options)
+        return run(argv, env=env, timeout=timeout or self.timeout)
+
+    def _inspect(self, kind, name):
+        rc, out, err = self.call(kind, "inspect", name)
+        if rc != 0:
+            lowered = err.lower()
+            if "no such" in lowered or "not found" in lowered or "no container" in lowered:
                 return None
-            raise EngineError("%s container inspect %s failed: %s" % (self.binary, container, err.strip()))
+            raise EngineError("%s %s inspect %s failed: %s" % (self.binary, kind, name, err.strip()))
         data = json.loads(out)
         return data[0] if data else None
+
+    def inspect(self, container):
+        """Inspect data of the container, or None when it does not exist."""
+        return self._inspect("container", container)
+
+    def image_inspect(self, reference):
+        """Inspect data of a local image, or None when it is not there."""
+        return self._inspect("image", reference)
+
+    def volume_inspect(self, name):
+        """Inspect data of a volume, or None when it does not exist."""
+        return self._inspect("volume", name)
 
     def require_running(self, container):
         """Inspect data of a running container; EngineError naming the state otherwise."""
@@ -123,13 +410,31 @@ class ContainerEngine:
             raise EngineError("container '%s' is not running (status: %s)" % (container, state.get("Status", "unknown")))
         return info
 
-    def exec_run(self, container, command, env=None, input_bytes=None, user=None, timeout=None):
-        """Run ``command`` in the container; ``env`` values travel via the engine's environment."""
-        env = env or {}
-        argv = self.exec_argv(container, command, env_names=sorted(env), user=user,
-                              interactive=input_bytes is not None)
-        return run(argv, env=env, input_bytes=input_bytes, timeout=timeout)
-
     def image_of(self, info):
         """Image reference a container was created from (as the user named it)."""
         return info.get("Config", {}).get("Image") or info.get("Image", "")
+
+    def storage_root(self):
+        """Directory the engine keeps its data in (docker root dir, podman graph root), or None."""
+        fmt = "{{.DockerRootDir}}" if self.binary == "docker" else "{{.Store.GraphRoot}}"
+        rc, out, _err = self.call("info", "--format", fmt)
+        return out.strip() if rc == 0 and out.strip() else None
+
+    def logs(self, container, tail=20):
+        """The container's last ``tail`` log lines (stdout and stderr), '' when unreadable."""
+        rc, out, err = self.call("logs", "--tail", str(tail), container)
+        return (out + err).strip()
+
+    def volume_create(self, name, label=None):
+        """Create a named volume (``label``: 'key=value'); EngineError on failure."""
+        args = ["volume", "create"] + (["--label", label] if label else []) + [name]
+        self.checked("creating volume %s" % name, *args)
+
+    def volume_remove(self, name):
+        """Remove a volume if it exists; returns an error text or None."""
+        rc, _out, err = self.call("volume", "rm", "-f", name)
+        return None if rc == 0 else err.strip() or "exit %d" % rc
+
+    def remove(self, container):
+        """Remove a container (running or not) with its anonymous volumes; a missing one is fine."""
+        self.call("rm", "-f", "-v", container)

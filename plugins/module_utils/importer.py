@@ -47,6 +47,8 @@ import re
 import traceback
 import uuid as uuidlib
 
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
+
 PSYCOPG2_IMPORT_ERROR = None
 try:
     from psycopg2 import sql
@@ -91,7 +93,7 @@ NOTE_RUNNING = (
     "a retry cannot succeed: its start-up marks pending orders without a result as Import Failed.")
 
 
-class ImporterError(Exception):
+class ImporterError(NlbError):
     """Bad input or a database that is not usable for the request; nothing was written."""
 
 

@@ -17,6 +17,7 @@ import traceback
 
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import ContainerEngine, EngineError, detect_engine
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import container_env
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
 
 PSYCOPG2_IMPORT_ERROR = None
 try:
@@ -32,7 +33,7 @@ DEFAULT_USER = "postgres"
 DEFAULT_DB = "biomero"
 
 
-class PgConnectError(Exception):
+class PgConnectError(NlbError):
     """The database could not be reached or refused the login; the message says where and why."""
 
 

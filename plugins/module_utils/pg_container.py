@@ -11,6 +11,7 @@ import json
 
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import ContainerEngine, EngineError, detect_engine
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools import connection_env, server_major, tool_major, tool_version
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
 
 
 # User tables: not in system schemas, not owned by an extension.
@@ -29,7 +30,7 @@ SQL_SEQUENCES = r"""SELECT coalesce(json_object_agg(schemaname || '.' || sequenc
   ORDER BY schemaname, sequencename), '{}')::text FROM pg_sequences"""
 
 
-class PgError(Exception):
+class PgError(NlbError):
     """A query or tool in the container failed; the message carries its stderr."""
 
 

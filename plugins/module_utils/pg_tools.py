@@ -14,6 +14,8 @@ __metaclass__ = type
 
 import re
 
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
+
 # format name -> (pg_dump --format letter, file extension used for default names)
 FORMATS = {
     "custom": ("c", "dump"),
@@ -28,16 +30,34 @@ COMPRESSION_LEVELS = {"gzip": (1, 9), "lz4": (1, 12), "zstd": (1, 22)}
 FIRST_MAJOR_WITH_METHODS = 16
 
 
-class PgToolError(Exception):
+class PgToolError(NlbError):
     """A PostgreSQL tool cannot do what was asked (bad option or version)."""
+
+
+def major_version(value):
+    """The one PostgreSQL major-version parser; None when ``value`` holds no version.
+
+    Takes a version ('17.6', '15.10 (Debian 15.10-1)', '9.6.24'), a
+    ``server_version_num`` (170006, '90624'), tool output ('pg_dump
+    (PostgreSQL) 17.6') or a bare major ('18'). Releases before 10 are all
+    major 9 here (9.6 -> 9): only the order matters, and it stays right.
+    """
+    if value is None or isinstance(value, bool):
+        return None
+    text = str(value).strip()
+    if text.isdigit():
+        number = int(text)
+        return number // 10000 if len(text) >= 5 else number
+    match = re.search(r"\(PostgreSQL\)\s+(\d+)", text) or re.match(r"(?:PostgreSQL\s+)?(\d+)(?!\d)", text)
+    return int(match.group(1)) if match else None
 
 
 def tool_major(version_output):
     """Major version from ``pg_dump --version``-style output, e.g. 'pg_dump (PostgreSQL) 17.6 (Debian …)' -> 17."""
-    match = re.search(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?", version_output or "")
-    if not match:
+    major = major_version(version_output)
+    if major is None:
         raise PgToolError("cannot read a PostgreSQL version from: %r" % (version_output,))
-    return int(match.group(1))
+    return major
 
 
 def tool_version(version_output):

@@ -55,6 +55,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.engine import 
 # _USER_TABLES: the one definition of "user tables" (system schemas and extension members excluded)
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, PgError, _USER_TABLES
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools import PgToolError
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
 
 IF_EXISTS = ("fail", "skip", "replace", "clean")
 ROW_COUNTS = ("exact", "estimate")
@@ -75,12 +76,8 @@ _MEM_RE = re.compile(r"^\d+\s*(kB|MB|GB|TB)?$")
 _CONTAINER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class RestoreError(Exception):
+class RestoreError(NlbError):
     """The restore cannot be done or failed; the message says why and what state the target is in."""
-
-    def __init__(self, msg, result=None):
-        super(RestoreError, self).__init__(msg)
-        self.result = result or {}
 
 
 class Terminated(BaseException):

@@ -28,10 +28,12 @@ __metaclass__ = type
 
 import datetime
 
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
+
 POLICY_KEYS = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly")
 
 
-class RetentionError(ValueError):
+class RetentionError(NlbError, ValueError):
     """The policy or the items given to the selection are invalid."""
 
 

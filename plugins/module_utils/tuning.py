@@ -30,6 +30,8 @@ __metaclass__ = type
 
 import re
 
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
+
 # Settings the role manages itself: setting them through ``settings`` would
 # break the container contract (data directory, port) or clash with ``-N``.
 RESERVED_SETTINGS = {
@@ -53,7 +55,7 @@ _PARAM_IN_ERROR_RE = re.compile(r'parameter "([^"]+)"')
 PGDATA_BEFORE_18 = "/var/lib/postgresql/data"
 
 
-class SettingsError(ValueError):
+class SettingsError(NlbError, ValueError):
     """A setting name or value the role refuses before asking PostgreSQL."""
 
 

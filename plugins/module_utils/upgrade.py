@@ -22,6 +22,8 @@ import subprocess
 import tempfile
 import time
 
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
+
 # Labels put on the new container so that rollback and cleanup find the old one.
 LABEL_PREFIX = "org.nl-biomero.upgrade."
 LABEL_PREVIOUS_CONTAINER = LABEL_PREFIX + "previous-container"
@@ -43,7 +45,7 @@ _VOLUME_SUFFIX = re.compile(r"-pg\d+$")
 _SETTING = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*)=(.*)$", re.S)
 
 
-class UpgradeError(Exception):
+class UpgradeError(NlbError):
     """A decision cannot be made (bad input); the message says why."""
 
 

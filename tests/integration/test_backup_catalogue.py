@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from conftest import run_module
+from harness import run_module
 
 INFO = "nl_biomero.database.pg_backup_info"
 RETENTION = "nl_biomero.database.pg_backup_retention"

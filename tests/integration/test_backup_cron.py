@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from conftest import ENGINE
+from harness import ENGINE
 
 CRON_DIR = "/etc/cron.d"
 WAIT_FOR_SET = 130

@@ -10,7 +10,7 @@ import tarfile
 
 import pytest
 
-from conftest import ENGINE, IMAGES, REPO_ROOT, engine, run_module, unique
+from harness import ENGINE, IMAGES, REPO_ROOT, engine, run_module, unique
 
 COLLECTIONS = os.path.join(REPO_ROOT, ".build", "collections")
 CLI = "ansible_collections.nl_biomero.database.plugins.module_utils.backup_run"

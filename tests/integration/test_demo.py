@@ -3,7 +3,7 @@
 import os
 import subprocess
 
-from conftest import REPO_ROOT, engine
+from harness import REPO_ROOT, engine
 
 DEMO_CONTAINERS = ("nlbdemo-database", "nlbdemo-database-biomero")
 

@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from conftest import ENGINE, IMAGES, engine
+from harness import ENGINE, IMAGES, engine
 RUN_ARGS = shlex.split(os.environ.get("NLB_ENGINE_RUN_ARGS", ""))
 PREFIX = "nlbtest-img-"
 RUN_ID = uuid.uuid4().hex[:8]

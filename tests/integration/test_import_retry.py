@@ -8,12 +8,9 @@ concurrency tests drive the module_utils core from threads with separate
 connections. Nothing about the database is mocked.
 """
 import datetime
-import importlib.util
 import json
 import os
-import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -22,28 +19,9 @@ import uuid as uuidlib
 import psycopg2
 import pytest
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-COLLECTIONS = os.path.join(REPO_ROOT, ".build", "collections")
-_LINK = os.path.join(COLLECTIONS, "ansible_collections", "nl_biomero", "database")
-if not os.path.exists(_LINK):
-    os.makedirs(os.path.dirname(_LINK), exist_ok=True)
-    os.symlink(REPO_ROOT, _LINK)
-if COLLECTIONS not in sys.path:
-    sys.path.insert(0, COLLECTIONS)
-# ansible-playbook must find this checkout and a working interpreter (see scripts/env.sh).
-os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", COLLECTIONS)
-os.environ.setdefault("ANSIBLE_PYTHON_INTERPRETER", sys.executable)
-if not shutil.which("ansible-playbook"):
-    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+from harness import REPO_ROOT, engine, run_module  # noqa: E402  (importing harness links the collection)
 
 from ansible_collections.nl_biomero.database.plugins.module_utils import importer  # noqa: E402
-
-# The harness helpers of tests/integration/conftest.py, loaded by path: with tests/unit/conftest.py in the
-# same session, "import conftest" could resolve to the other one.
-_spec = importlib.util.spec_from_file_location("nlb_integration_harness", os.path.join(os.path.dirname(__file__), "conftest.py"))
-_harness = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_harness)
-engine, run_module = _harness.engine, _harness.run_module
 
 RETRY = "nl_biomero.database.biomero_import_retry"
 INFO = "nl_biomero.database.biomero_import_info"

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import ENGINE, PgContainer, engine, run_module, unique
+from harness import ENGINE, DbContainer, engine, run_module, unique
 
 MODULE = "nl_biomero.database.pg_dump_container"
 PASSWORD = "pw-Sekr1t'\"$x"
@@ -41,7 +41,7 @@ SELECT lo_from_bytea(0, '\x68656c6c6f'::bytea);
 
 
 def make_server(major):
-    server = PgContainer(major, unique("%s-%d" % (PREFIX, major)), user="app", password=PASSWORD, database="appdb")
+    server = DbContainer(major, unique("%s-%d" % (PREFIX, major)), user="app", password=PASSWORD, database="appdb")
     try:
         server.start()
         server.psql(DATASET)
@@ -296,7 +296,7 @@ def test_existing_dest_needs_force(pg15, tmp_path):
 
 def test_container_stopped(tmp_path):
     name = unique(PREFIX + "-stopped")
-    engine("run", "--name", name, "--entrypoint", "true", PgContainer(15, name).image)
+    engine("run", "--name", name, "--entrypoint", "true", DbContainer(15, name).image)
     try:
         result = run_module(MODULE, {"container": name, "database": "appdb", "dest_dir": str(tmp_path)})
         assert result["failed"]

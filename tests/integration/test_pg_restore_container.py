@@ -15,7 +15,6 @@ check-mode test.
 """
 
 import concurrent.futures
-import importlib.util
 import json
 import os
 import shutil
@@ -26,20 +25,13 @@ import time
 
 import pytest
 
+import harness
+
 import dataset
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _harness():
-    """The fixtures module of this directory (loaded by path: tests/unit has a conftest.py too)."""
-    spec = importlib.util.spec_from_file_location("nlb_rst_harness", os.path.join(HERE, "conftest.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-harness = _harness()
 engine, run_module, unique = harness.engine, harness.run_module, harness.unique
 
 RESTORE = "nl_biomero.database.pg_restore_container"
@@ -69,7 +61,7 @@ def cluster():
     made = {}
     for key, spec in specs.items():
         major = spec.pop("major")
-        made[key] = harness.PgContainer(major, unique("%s-%s" % (PREFIX, key)), **spec)
+        made[key] = harness.DbContainer(major, unique("%s-%s" % (PREFIX, key)), **spec)
     try:
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(made)) as pool:
             list(pool.map(lambda pg: pg.start(), made.values()))

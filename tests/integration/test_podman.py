@@ -18,34 +18,21 @@ NLB_SKIP_PODMAN=1. Every container and volume made here is named
 """
 
 import concurrent.futures
-import importlib.util
 import json
 import os
 import resource
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-COLLECTIONS = os.environ.get("COLLECTIONS_DIR") or os.path.join(os.path.dirname(os.path.dirname(HERE)), ".build", "collections")
-if COLLECTIONS not in sys.path:
-    sys.path.insert(0, COLLECTIONS)
+import harness
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import ContainerEngine  # pylint: disable=wrong-import-position
 
 
-def _harness():
-    """The fixtures module of this directory (loaded by path: tests/unit has a conftest.py too)."""
-    spec = importlib.util.spec_from_file_location("nlb_pod_harness", os.path.join(HERE, "conftest.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-harness = _harness()
 run_module, unique = harness.run_module, harness.unique
 
 DUMP = "nl_biomero.database.pg_dump_container"

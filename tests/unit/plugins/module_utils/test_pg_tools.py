@@ -79,3 +79,13 @@ def test_pg_dump_argv_refused(kwargs, message):
 def test_connection_env_keeps_password_out_unless_given():
     assert pg_tools.connection_env("u", "d") == {"PGUSER": "u", "PGDATABASE": "d"}
     assert pg_tools.connection_env("u", "d", "p")["PGPASSWORD"] == "p"
+
+
+@pytest.mark.parametrize("value,major", [
+    ("17.6", 17), ("15.10 (Debian 15.10-1.pgdg120+1)", 15), ("9.6.24", 9), ("9.6", 9), ("18", 18), (18, 18),
+    (170006, 17), ("90624", 9), ("150014", 15), ("pg_dump (PostgreSQL) 17.6 (Debian 17.6-1)", 17),
+    ("PostgreSQL 15.14 on x86_64-pc-linux-gnu", 15), ("18beta1", 18), ("18rc1 (Debian)", 18), ("", None), (None, None), ("abc", None),
+])
+def test_major_version_is_the_one_parser(value, major):
+    from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools import major_version
+    assert major_version(value) == major

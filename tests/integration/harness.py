@@ -1,0 +1,153 @@
+"""The integration test harness, one importable module (tests and benchmarks use it):
+a real container engine, real PostgreSQL containers built by
+images/postgres/build.sh, and modules run through ansible-playbook exactly as
+a user runs them. Importing it makes this checkout the collection
+nl_biomero.database for Python and for ansible-playbook."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import pytest
+
+ENGINE = os.environ.get("NLB_ENGINE", "docker")
+IMAGES = {
+    15: os.environ.get("NLB_IMAGE_PG15", "nl-biomero/postgres:15"),
+    17: os.environ.get("NLB_IMAGE_PG17", "nl-biomero/postgres:17"),
+}
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COLLECTIONS = os.path.join(REPO_ROOT, ".build", "collections")
+
+
+def link_collection():
+    """This checkout as ansible_collections.nl_biomero.database, for imports and for ansible-playbook."""
+    link = os.path.join(COLLECTIONS, "ansible_collections", "nl_biomero", "database")
+    if not os.path.exists(link):
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(REPO_ROOT, link)
+    if COLLECTIONS not in sys.path:
+        sys.path.insert(0, COLLECTIONS)
+    os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", COLLECTIONS)
+    os.environ.setdefault("ANSIBLE_PYTHON_INTERPRETER", sys.executable)
+    if not shutil.which("ansible-playbook"):
+        os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+
+
+link_collection()
+
+
+def engine(*args, check=True, input=None, timeout=300):
+    """Run the container engine CLI; returns CompletedProcess with text output."""
+    proc = subprocess.run([ENGINE, *args], capture_output=True, text=True, input=input, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError("%s %s failed (rc=%s): %s" % (ENGINE, " ".join(args), proc.returncode, proc.stderr))
+    return proc
+
+
+def unique(prefix):
+    return "%s-%s" % (prefix, uuid.uuid4().hex[:8])
+
+
+def require_image(major):
+    image = IMAGES[major]
+    if engine("image", "inspect", image, check=False).returncode != 0:
+        pytest.fail("image %s is missing: run images/postgres/build.sh %s (scripts/setup.sh does)" % (image, major))
+    return image
+
+
+class DbContainer:
+    """A PostgreSQL test container on a named volume (the harness's, not module_utils' PgContainer)."""
+
+    def __init__(self, major, name, user="app", password="s3cret-pw", database="appdb", volume=None, extra_args=()):
+        self.major = major
+        self.image = require_image(major)
+        self.name = name
+        self.user = user
+        self.password = password
+        self.database = database
+        self.volume = volume or name + "-data"
+        self.extra_args = list(extra_args)
+
+    def start(self):
+        engine("volume", "create", self.volume)
+        engine(
+            "run", "-d", "--name", self.name,
+            "-e", "POSTGRES_USER=" + self.user,
+            "-e", "POSTGRES_PASSWORD=" + self.password,
+            "-e", "POSTGRES_DB=" + self.database,
+            "-v", self.volume + ":/var/lib/postgresql/data",
+            *self.extra_args, self.image,
+        )
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout=90):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            # -h 127.0.0.1: the entrypoint's temporary init server listens on the socket only
+            proc = engine("exec", self.name, "pg_isready", "-h", "127.0.0.1", "-U", self.user, "-d", self.database, check=False)
+            if proc.returncode == 0:
+                probe = self.psql("SELECT 1", check=False)
+                if probe.returncode == 0:
+                    return
+            time.sleep(0.5)
+        logs = engine("logs", self.name, check=False)
+        raise AssertionError("container %s not ready: %s %s" % (self.name, logs.stdout[-2000:], logs.stderr[-2000:]))
+
+    def psql(self, sql, database=None, check=True):
+        """Run SQL inside the container as the superuser; returns CompletedProcess (unaligned, tuples only)."""
+        return engine(
+            "exec", "-i", self.name, "psql", "-X", "-v", "ON_ERROR_STOP=1", "-At",
+            "-U", self.user, "-d", database or self.database, "-f", "-",
+            input=sql, check=check,
+        )
+
+    def query(self, sql, database=None):
+        return self.psql(sql, database=database).stdout.strip()
+
+    def stop(self):
+        engine("stop", self.name, check=False)
+
+    def remove(self):
+        engine("rm", "-f", "-v", self.name, check=False)
+        engine("volume", "rm", "-f", self.volume, check=False)
+
+
+def run_module(module, args, check_mode=False, diff=False, env=None, timeout=900):
+    """Run one module task through ansible-playbook on localhost and return its
+    registered result (dict). Failures are returned (result['failed']), not raised."""
+    with tempfile.TemporaryDirectory(prefix="nlb-play-") as tmp:
+        out = os.path.join(tmp, "result.json")
+        playbook = [{
+            "hosts": "localhost",
+            "gather_facts": False,
+            "tasks": [
+                {"name": "module under test", module: args, "register": "result", "ignore_errors": True,
+                 "check_mode": check_mode, "diff": diff},
+                {"name": "save result", "ansible.builtin.copy": {"content": "{{ result | to_json }}", "dest": out},
+                 "check_mode": False, "diff": False},
+            ],
+        }]
+        path = os.path.join(tmp, "play.yml")
+        with open(path, "w") as handle:
+            json.dump(playbook, handle)
+        inventory = "localhost ansible_connection=local ansible_python_interpreter=%s\n" % os.environ.get(
+            "ANSIBLE_PYTHON_INTERPRETER", "auto")
+        inv_path = os.path.join(tmp, "inventory")
+        with open(inv_path, "w") as handle:
+            handle.write(inventory)
+        proc = subprocess.run(
+            ["ansible-playbook", "-i", inv_path, path],
+            capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, check=False,
+        )
+        if not os.path.exists(out):
+            raise AssertionError("ansible-playbook did not run the module: %s\n%s" % (proc.stdout, proc.stderr))
+        with open(out) as handle:
+            result = json.load(handle)
+        result["_playbook_output"] = proc.stdout
+        return result
