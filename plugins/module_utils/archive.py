@@ -149,18 +149,28 @@ def place(tmp, dest, force=False):
     _fsync_one(os.path.dirname(os.path.abspath(dest)))
 
 
-def write_json_atomic(path, data, mode=0o600):
+def write_atomic(path, data, mode=0o600):
+    """The one atomic small-file writer: ``data`` (text or bytes) to a new file beside ``path``, fsync, rename.
+
+    Readers (node_exporter, a restore) never see half a file; the directory
+    must exist. The file has ``mode`` whatever the umask.
+    """
     tmp = temp_path_beside(path)
+    payload = data.encode("utf-8") if not isinstance(data, bytes) else data
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
             handle.flush()
+            os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
         place(tmp, path, force=True)
     finally:
         remove_path(tmp)
+
+
+def write_json_atomic(path, data, mode=0o600):
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode)
 
 
 def read_manifest(dump_path):
