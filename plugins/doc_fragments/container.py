@@ -8,7 +8,18 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    """Options shared by modules that run PostgreSQL tools inside a container."""
+    """Options shared by modules that run PostgreSQL tools inside a container (and ENGINE: only the engine)."""
+
+    ENGINE = r"""
+options:
+  engine:
+    description:
+      - Container engine CLI to drive.
+      - V(auto) uses C(docker) when it is on E(PATH), else C(podman).
+    type: str
+    choices: [auto, docker, podman]
+    default: auto
+"""
 
     DOCUMENTATION = r"""
 options:

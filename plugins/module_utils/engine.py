@@ -64,6 +64,11 @@ def detect_engine(preferred="auto", which=shutil.which):
     raise EngineError("no container engine found on PATH (looked for: %s)" % ", ".join(candidates))
 
 
+def engine_argument_spec():
+    """Argument spec of the doc fragment nl_biomero.database.container.engine (the one definition of ``engine``)."""
+    return dict(engine=dict(type="str", default="auto", choices=["auto"] + list(ENGINES)))
+
+
 def full_env(env=None):
     """os.environ plus ``env``: what a child of an engine CLI call gets."""
     merged = dict(os.environ)

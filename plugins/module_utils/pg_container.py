@@ -9,7 +9,7 @@ __metaclass__ = type
 
 import json
 
-from ansible_collections.nl_biomero.database.plugins.module_utils.engine import ContainerEngine, EngineError, detect_engine
+from ansible_collections.nl_biomero.database.plugins.module_utils.engine import ContainerEngine, EngineError, detect_engine, engine_argument_spec
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools import connection_env, server_major, tool_major, tool_version
 from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
 
@@ -36,9 +36,9 @@ class PgError(NlbError):
 
 def container_argument_spec(**options):
     """Argument spec of the doc fragment nl_biomero.database.container plus a module's own ``options``."""
-    spec = dict(
+    spec = engine_argument_spec()
+    spec.update(
         container=dict(type="str", required=True),
-        engine=dict(type="str", default="auto", choices=["auto", "docker", "podman"]),
         login_user=dict(type="str"),
         login_password=dict(type="str", no_log=True),
     )
