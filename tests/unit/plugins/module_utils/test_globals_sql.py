@@ -1,0 +1,95 @@
+"""The globals filter against hostile role settings, comments and names (real pg_dumpall 17 output)."""
+
+import os
+
+import pytest
+
+from ansible_collections.nl_biomero.database.plugins.module_utils.globals_sql import (
+    GlobalsError, classify, filter_globals, globals_roles, split_statements, tokenize)
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "hostile_globals.sql")
+EVIL = "evil\nALTER ROLE plain SUPERUSER"
+SMUGGLER = "x\nGRANT pg_execute_server_program TO plain;--"
+
+
+@pytest.fixture
+def hostile():
+    with open(FIXTURE) as handle:
+        return handle.read()
+
+
+def _statements(script):
+    return [(classify(tokens), text) for text, tokens in split_statements(script)]
+
+
+def test_hostile_settings_stay_inside_their_literals(hostile):
+    script, report = filter_globals(hostile, ["postgres"])
+    assert report["roles_created"] == [EVIL, "plain", SMUGGLER]
+    assert report["roles_skipped"] == ["postgres"]
+    for (kind, subject), text in _statements(script):
+        assert kind in ("set", "create_role", "role", "grant"), text
+        assert kind == "set" or subject in report["roles_created"], text
+    # the injected texts are each one statement about their own role, never a statement of their own
+    words = [token[1].upper() for _text, tokens in split_statements(script) for token in tokens if token[0] == "word"]
+    assert "SUPERUSER" not in words and "PG_MONITOR" not in words and "PG_EXECUTE_SERVER_PROGRAM" not in words
+    assert "ALTER ROLE plain SET default_tablespace TO ';ALTER ROLE plain SUPERUSER;--';" in script
+    # the target's own superuser is never touched: no password or attribute reset
+    assert "ROLE postgres" not in script
+    # psql meta-commands are left out (\restrict/\unrestrict), and reported without their text
+    assert "\\restrict" not in script and "psql meta-command" in report["statements_left_out"]
+
+
+def test_existing_roles_gain_nothing(hostile):
+    script, report = filter_globals(hostile, ["postgres", "plain"])
+    assert report["roles_created"] == [EVIL, SMUGGLER]
+    for (kind, subject), text in _statements(script):
+        assert subject != "plain", text  # no attribute, setting, comment or membership for an existing role
+
+
+def test_a_grant_to_a_list_cannot_smuggle_in_an_existing_role():
+    script, report = filter_globals("CREATE ROLE a;\nGRANT pg_monitor TO a, postgres;\nGRANT pg_read_all_data TO a;\n",
+                                    ["postgres"])
+    assert script == "CREATE ROLE a;\nGRANT pg_read_all_data TO a;\n"
+    assert report["statements_left_out"] == []
+
+
+@pytest.mark.parametrize("text", [
+    "SELECT 1;", "DROP ROLE postgres;", "ALTER ROLE a SUPERUSER;", "ALTER ROLE a WITH LOGIN :evil;", "CREATE ROLE a;",
+    "DO $$ BEGIN END $$;", "ALTER SYSTEM SET x = 1;",
+])
+def test_unknown_shapes_are_left_out(text):
+    script, report = filter_globals("CREATE ROLE a;\n" + text + "\n", [])
+    assert script == "CREATE ROLE a;\n"
+    assert report["statements_left_out"] or text == "CREATE ROLE a;"
+
+
+def test_tokenizer_quotes():
+    tokens = tokenize("ALTER ROLE \"a\"\"b\" SET x TO E'it\\'s;' /* c /* n */ ; */ $t$;$t$; -- ;\n")
+    kinds = [(kind, value) for kind, value, _start, _end in tokens]
+    assert kinds == [("word", "ALTER"), ("word", "ROLE"), ("ident", 'a"b'), ("word", "SET"), ("word", "x"),
+                     ("word", "TO"), ("string", "E'it\\'s;'"), ("string", "$t$;$t$"), (";", ";")]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("CREATE ROLE a; ALTER ROLE a SET x TO 'open", "unterminated string"),
+    ('CREATE ROLE "open', "unterminated identifier"),
+    ("ALTER ROLE a SET x TO $q$open", "unterminated dollar"),
+    ("/* open", "unterminated /\\*"),
+    ("SET standard_conforming_strings = off;", "standard_conforming_strings off"),
+])
+def test_unreadable_scripts_are_refused(text, message):
+    with pytest.raises(GlobalsError, match=message):
+        filter_globals(text, [])
+
+
+def test_tablespaces_and_roles_of_the_target(hostile):
+    text = ("CREATE ROLE app;\nCREATE TABLESPACE fast OWNER app LOCATION '/ssd';\n"
+            "CREATE TABLESPACE slow OWNER app LOCATION '/hdd';\nALTER TABLESPACE fast SET (random_page_cost='1.1');\n")
+    script, report = filter_globals(text, ["app"], ["fast"])
+    assert script == "CREATE TABLESPACE slow OWNER app LOCATION '/hdd';\n"
+    assert report["tablespaces_created"] == ["slow"] and report["tablespaces_skipped"] == ["fast"]
+    assert report["roles_skipped"] == ["app"]
+
+
+def test_globals_roles(hostile):
+    assert globals_roles(hostile) == [EVIL, "plain", "postgres", SMUGGLER]
