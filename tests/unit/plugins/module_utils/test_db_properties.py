@@ -1,0 +1,70 @@
+"""Database-level properties from real pg_restore --create output (PostgreSQL 17, a name with a space)."""
+
+import os
+
+import pytest
+
+from ansible_collections.nl_biomero.database.plugins.module_utils.db_properties import (
+    create_database_sql, database_entries, property_statements, quote_ident)
+from ansible_collections.nl_biomero.database.plugins.module_utils.globals_sql import split_statements
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures")
+
+
+def _read(name):
+    with open(os.path.join(FIXTURES, name)) as handle:
+        return handle.read()
+
+
+def test_database_entries_from_the_list():
+    lines = database_entries(_read("database_properties.list").splitlines(True))
+    assert [line.split(" ", 3)[3] for line in lines] == [
+        "DATABASE - om ero omero", 'COMMENT - DATABASE "om ero" omero', 'ACL - DATABASE "om ero" omero',
+        "DATABASE PROPERTIES - om ero omero"]
+
+
+def test_properties_renamed_to_the_target():
+    options, apply = property_statements(_read("database_properties.sql"), "om ero", 'new "db"')
+    assert options == {"ENCODING": "'UTF8'", "LOCALE_PROVIDER": "libc", "LOCALE": "'C.UTF-8'"}
+    assert apply == [
+        'ALTER DATABASE "new ""db""" OWNER TO omero;',
+        'COMMENT ON DATABASE "new ""db""" IS \'OMERO\'\'s db\';',
+        'ALTER DATABASE "new ""db""" CONNECTION LIMIT = 50;',
+        'ALTER DATABASE "new ""db""" SET work_mem TO \'12MB\';',
+        'ALTER DATABASE "new ""db""" SET search_path TO \'$user\', \'public\', \'we\'\'ird\';',
+        'ALTER ROLE reader IN DATABASE "new ""db""" SET statement_timeout TO \'5s\';',
+        'REVOKE CONNECT,TEMPORARY ON DATABASE "new ""db""" FROM PUBLIC;',
+        'GRANT TEMPORARY ON DATABASE "new ""db""" TO PUBLIC;',
+        'GRANT CONNECT ON DATABASE "new ""db""" TO reader;',
+    ]
+
+
+def test_owner_statement_is_kept():
+    sql = 'CREATE DATABASE a WITH TEMPLATE = template0;\nALTER DATABASE a OWNER TO "b c";\n'
+    assert property_statements(sql, "a", "t")[1] == ['ALTER DATABASE "t" OWNER TO "b c";']
+
+
+@pytest.mark.parametrize("sql", [
+    "ALTER DATABASE other SET work_mem TO '1MB';",          # another database
+    "ALTER DATABASE a RENAME TO b;",                       # not a property
+    "\\connect a\nDROP DATABASE a;",                        # meta-commands and other statements
+    "GRANT CONNECT ON DATABASE a, postgres TO x;",         # a list smuggling in another database
+    "COMMENT ON DATABASE a IS 'x'; ALTER ROLE r SUPERUSER;",
+])
+def test_nothing_else_is_kept(sql):
+    apply = property_statements(sql, "a", "t")[1]
+    assert all(text.startswith("COMMENT ON DATABASE") for text in apply)
+
+
+def test_create_database_sql_takes_only_literals_and_plain_words():
+    sql = "CREATE DATABASE a WITH TEMPLATE = template0 ENCODING = 'UTF8' LOCALE_PROVIDER = icu ICU_LOCALE = 'de' LOCALE = x(1);"
+    options = property_statements(sql, "a", "t")[0]
+    assert options == {"ENCODING": "'UTF8'", "LOCALE_PROVIDER": "icu", "ICU_LOCALE": "'de'"}
+    created = create_database_sql('t"1', options, owner="o")
+    assert created == ('CREATE DATABASE "t""1" WITH TEMPLATE = template0 ENCODING = \'UTF8\' LOCALE_PROVIDER = icu '
+                       'ICU_LOCALE = \'de\' OWNER = "o";')
+    assert len(split_statements(created)) == 1
+
+
+def test_quote_ident():
+    assert quote_ident('a"b') == '"a""b"'
