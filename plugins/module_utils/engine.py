@@ -443,3 +443,72 @@ class ContainerEngine:
     def remove(self, container):
         """Remove a container (running or not) with its anonymous volumes; a missing one is fine."""
         self.call("rm", "-f", "-v", container)
+
+
+class Session:
+    """A long-lived child (e.g. ``exec -i psql``) fed lines and read up to a marker line.
+
+    For work that must happen inside one open transaction while other
+    commands run (an exported snapshot held open over a pg_dump). The child
+    is killed on close() after any failure, and on timeout of one exchange.
+    """
+
+    def __init__(self, argv, env=None):
+        self._err = tempfile.TemporaryFile()
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err,
+                                         env=full_env(env))
+        except OSError as exc:
+            self._err.close()
+            raise EngineError("cannot run %s: %s" % (argv[0], exc))
+        self.argv = argv
+
+    def exchange(self, text, marker, timeout=None):
+        """Write ``text``, then read stdout lines until the line ``marker``; returns the lines before it."""
+        watchdog = _Watchdog([self.proc], timeout)
+        try:
+            self.proc.stdin.write(text.encode("utf-8"))
+            self.proc.stdin.flush()
+            lines = []
+            for raw in self.proc.stdout:
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                if line == marker:
+                    return lines
+                lines.append(line)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        except BaseException:
+            self.close(kill=True)
+            raise
+        finally:
+            watchdog.cancel()
+        self.close(kill=True)
+        if watchdog.fired:
+            raise EngineError("%s did not answer within %s s and was killed" % (_what(self.argv), timeout))
+        raise EngineError("%s ended early: %s" % (_what(self.argv), stderr_tail(self._err) or "no error output"))
+
+    def close(self, kill=False, timeout=30):
+        """End the child: closing its stdin lets it finish; ``kill`` (or a hang past ``timeout``) kills it."""
+        if self.proc.poll() is None:
+            if kill:
+                self.proc.kill()
+            else:
+                try:
+                    self.proc.stdin.close()
+                except OSError:
+                    pass
+                try:
+                    self.proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+        self.proc.wait()
+        for handle in (self.proc.stdin, self.proc.stdout):
+            try:
+                handle.close()
+            except OSError:
+                pass
+        rc = self.proc.returncode
+        if not self._err.closed:
+            self.stderr = stderr_tail(self._err)
+            self._err.close()
+        return rc

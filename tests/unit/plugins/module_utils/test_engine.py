@@ -186,3 +186,31 @@ def test_engine_call_timeout_names_the_command(monkeypatch):
     monkeypatch.setattr(engine, "binary", "sleep")  # a stand-in CLI that hangs: the timeout is what is tested
     with pytest.raises(EngineError, match="did not finish within 0.3 s"):
         engine.call("5")
+
+
+# -- sessions (a real sh reading lines) ------------------------------------------------
+
+from ansible_collections.nl_biomero.database.plugins.module_utils.engine import Session  # noqa: E402
+
+_ECHO_LOOP = 'while read -r line; do case "$line" in q) exit 0;; boom) echo bad >&2; exit 5;; esac; echo "got $line"; echo END; done'
+
+
+def test_session_exchanges_in_order():
+    session = Session(["sh", "-c", _ECHO_LOOP])
+    assert session.exchange("a\n", "END") == ["got a"]
+    assert session.exchange("b\n", "END", timeout=10) == ["got b"]
+    assert session.close() == 0
+
+
+def test_session_child_ending_early_is_an_error_with_its_stderr():
+    session = Session(["sh", "-c", _ECHO_LOOP])
+    with pytest.raises(EngineError, match="ended early: bad"):
+        session.exchange("boom\n", "END")
+    assert session.proc.poll() == 5
+
+
+def test_session_timeout_kills_the_child():
+    session = Session(["sh", "-c", "read -r x; exec sleep 30"])
+    with pytest.raises(EngineError, match="did not answer within 0.5 s"):
+        session.exchange("x\n", "END", timeout=0.5)
+    assert session.proc.poll() is not None
