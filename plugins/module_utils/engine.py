@@ -462,6 +462,7 @@ class Session:
             self._err.close()
             raise EngineError("cannot run %s: %s" % (argv[0], exc))
         self.argv = argv
+        self.stderr = None
 
     def exchange(self, text, marker, timeout=None):
         """Write ``text``, then read stdout lines until the line ``marker``; returns the lines before it."""
@@ -485,7 +486,7 @@ class Session:
         self.close(kill=True)
         if watchdog.fired:
             raise EngineError("%s did not answer within %s s and was killed" % (_what(self.argv), timeout))
-        raise EngineError("%s ended early: %s" % (_what(self.argv), stderr_tail(self._err) or "no error output"))
+        raise EngineError("%s ended early: %s" % (_what(self.argv), self.stderr or "no error output"))
 
     def close(self, kill=False, timeout=30):
         """End the child: closing its stdin lets it finish; ``kill`` (or a hang past ``timeout``) kills it."""
