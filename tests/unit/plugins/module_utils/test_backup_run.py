@@ -70,3 +70,44 @@ def test_module_runs_without_ansible_installed():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     assert proc.stdout.strip() == "75", proc.stderr
+
+
+class ShellEngine(br.ContainerEngine):
+    """A ContainerEngine whose ``cp`` is a shell command: streams without a container engine."""
+
+    def __init__(self, script):
+        br.ContainerEngine.__init__(self, "docker")
+        self.script = script
+
+    def cp_out_argv(self, container, path):
+        return ["sh", "-c", self.script]
+
+
+def test_copy_out_gz_streams_through_engine_stream(tmp_path):
+    import gzip
+    dest = str(tmp_path / "OMERO.tar.gz")
+    br._copy_out_gz(ShellEngine("printf 'tar bytes'"), "omero", "/OMERO", dest)
+    with gzip.open(dest) as handle:
+        assert handle.read() == b"tar bytes"
+    assert oct(os.stat(dest).st_mode & 0o777) == "0o600"
+    assert os.listdir(str(tmp_path)) == ["OMERO.tar.gz"]
+
+
+def test_copy_out_gz_failure_leaves_nothing(tmp_path):
+    dest = str(tmp_path / "OMERO.tar.gz")
+    with pytest.raises(br.BackupRunError, match="docker cp omero:/OMERO failed \\(exit 3\\): no such path"):
+        br._copy_out_gz(ShellEngine("printf partial; echo no such path >&2; exit 3"), "omero", "/OMERO", dest)
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_tar_path(tmp_path):
+    import tarfile
+    source = tmp_path / "metabase"
+    source.mkdir()
+    (source / "h2.db").write_text("h2")
+    dest = str(tmp_path / "out" / "metabase.tar.gz")
+    os.mkdir(str(tmp_path / "out"))
+    br._tar_path(str(source) + "/", dest)
+    with tarfile.open(dest) as tar:
+        assert tar.extractfile("metabase/h2.db").read() == b"h2"
+    assert os.listdir(str(tmp_path / "out")) == ["metabase.tar.gz"]
