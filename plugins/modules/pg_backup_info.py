@@ -189,6 +189,17 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.backup_set imp
     list_backups,
     newest_complete,
 )
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import run_module
+
+
+def _info(path, verify_checksums):
+    path = os.path.abspath(path)
+    try:
+        catalogue = list_backups(path, verify_checksums=verify_checksums)
+    except (BackupSetError, OSError) as exc:
+        raise BackupSetError("cannot list backups in %s: %s" % (path, exc))
+    return dict(changed=False, path=path, sets=catalogue["sets"], dumps=catalogue["dumps"],
+                newest_complete=newest_complete(catalogue["sets"]))
 
 
 def main():
@@ -199,13 +210,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    path = os.path.abspath(module.params["path"])
-    try:
-        catalogue = list_backups(path, verify_checksums=module.params["verify_checksums"])
-    except (BackupSetError, OSError) as exc:
-        module.fail_json(msg="cannot list backups in %s: %s" % (path, exc))
-    module.exit_json(changed=False, path=path, sets=catalogue["sets"], dumps=catalogue["dumps"],
-                     newest_complete=newest_complete(catalogue["sets"]))
+    run_module(module, lambda: _info(**module.params))
 
 
 if __name__ == "__main__":

@@ -171,6 +171,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.backup_set imp
     BackupSetError,
     apply_retention,
 )
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import run_module
 from ansible_collections.nl_biomero.database.plugins.module_utils.retention import (
     POLICY_KEYS,
     RetentionError,
@@ -189,6 +190,34 @@ def _diff(path, plan):
     }
 
 
+def _retention(params, check_mode, diff):
+    path = os.path.abspath(params["path"])
+    try:
+        policy = validate_policy(**dict((key, params[key]) for key in POLICY_KEYS))
+    except RetentionError as exc:
+        raise RetentionError(str(exc), result=dict(path=path, deleted=[]))
+    try:
+        plan = apply_retention(path, policy, prune_incomplete=params["prune_incomplete"],
+                               include_dumps=params["include_dumps"], dry_run=check_mode)
+    except BackupSetError as exc:
+        deleted = getattr(exc, "deleted", [])
+        raise BackupSetError("retention in %s: %s" % (path, exc), result=dict(path=path, changed=bool(deleted),
+                                                                              deleted=deleted))
+    except (RetentionError, OSError) as exc:
+        raise RetentionError("retention in %s: %s" % (path, exc), result=dict(path=path, deleted=[]))
+    result = dict(
+        changed=bool(plan["delete"]),
+        path=path,
+        policy=policy,
+        kept=plan["keep"],
+        deleted=plan["delete"] if check_mode else plan["deleted"],
+        ignored=plan["ignored"],
+    )
+    if diff:
+        result["diff"] = _diff(path, plan)
+    return result
+
+
 def main():
     argument_spec = dict(
         path=dict(type="path", required=True),
@@ -197,30 +226,7 @@ def main():
     )
     argument_spec.update((key, dict(type="int", default=0)) for key in POLICY_KEYS)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    path = os.path.abspath(module.params["path"])
-    try:
-        policy = validate_policy(**dict((key, module.params[key]) for key in POLICY_KEYS))
-    except RetentionError as exc:
-        module.fail_json(msg=str(exc), path=path, deleted=[])
-    try:
-        plan = apply_retention(path, policy, prune_incomplete=module.params["prune_incomplete"],
-                               include_dumps=module.params["include_dumps"], dry_run=module.check_mode)
-    except BackupSetError as exc:
-        deleted = getattr(exc, "deleted", [])
-        module.fail_json(msg="retention in %s: %s" % (path, exc), path=path, changed=bool(deleted), deleted=deleted)
-    except (RetentionError, OSError) as exc:
-        module.fail_json(msg="retention in %s: %s" % (path, exc), path=path, deleted=[])
-    result = dict(
-        changed=bool(plan["delete"]),
-        path=path,
-        policy=policy,
-        kept=plan["keep"],
-        deleted=plan["delete"] if module.check_mode else plan["deleted"],
-        ignored=plan["ignored"],
-    )
-    if module._diff:
-        result["diff"] = _diff(path, plan)
-    module.exit_json(**result)
+    run_module(module, lambda: _retention(module.params, module.check_mode, module._diff))
 
 
 if __name__ == "__main__":

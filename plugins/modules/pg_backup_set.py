@@ -33,8 +33,12 @@ description:
     (O(metrics_file), written atomically) and runs O(notify_command) on failure.
   - A lock (flock on O(lock_file)) refuses a run while another one (the
     scheduled job or this module) is in progress.
+  - The options are the backup job's configuration schema (C(plugins/module_utils/backup_config.py)), the
+    same the role's scheduled job reads from its JSON file.
 author:
   - NL-BIOMERO database maintainers (@NL-BIOMERO)
+extends_documentation_fragment:
+  - nl_biomero.database.container.engine
 options:
   backup_dir:
     description: Directory holding the backup sets (created 0700).
@@ -177,11 +181,6 @@ options:
     description: Seconds a stopping client gets before it is killed.
     type: int
     default: 60
-  engine:
-    description: Container engine.
-    type: str
-    choices: [auto, docker, podman]
-    default: auto
   metrics_file:
     description: Prometheus textfile (e.g. in node_exporter's textfile directory) rewritten after the run.
     type: path
@@ -290,91 +289,14 @@ log:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.nl_biomero.database.plugins.module_utils.backup_run import (
-    EXIT_LOCKED,
-    EXIT_OK,
-    BackupRun,
-    BackupRunError,
-    LockedError,
-    Log,
-    normalize_config,
-)
-from ansible_collections.nl_biomero.database.plugins.module_utils.backup_set import BackupSetError
-from ansible_collections.nl_biomero.database.plugins.module_utils.engine import EngineError
-
-_DB_OPTIONS = dict(
-    name=dict(type="str"),
-    container=dict(type="str", required=True),
-    database=dict(type="str", required=True),
-    user=dict(type="str"),
-    password=dict(type="str", no_log=True),
-    password_file=dict(type="path", no_log=False),
-    password_env=dict(type="str", no_log=False),
-    format=dict(type="str", default="custom", choices=["custom", "directory", "tar", "plain"]),
-    compress=dict(type="str", default="auto"),
-    globals=dict(type="bool", default=True),
-    jobs=dict(type="int"),
-    row_counts=dict(type="bool", default=True),
-    exclude_table_data=dict(type="list", elements="str", default=[]),
-)
-_PATH_OPTIONS = dict(
-    name=dict(type="str"),
-    path=dict(type="path", required=True),
-    kind=dict(type="str", default="other", choices=["omero_data", "omero_config", "metabase", "other"]),
-)
+from ansible_collections.nl_biomero.database.plugins.module_utils.backup_config import module_argument_spec
+from ansible_collections.nl_biomero.database.plugins.module_utils.backup_run import backup_set_module
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import run_module
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            backup_dir=dict(type="path", required=True),
-            databases=dict(type="list", elements="dict", default=[], options=_DB_OPTIONS),
-            paths=dict(type="list", elements="dict", default=[], options=_PATH_OPTIONS),
-            container_paths=dict(type="list", elements="dict", default=[], options=dict(
-                name=dict(type="str"),
-                container=dict(type="str", required=True),
-                path=dict(type="str", required=True),
-                kind=dict(type="str", default="omero_data", choices=["omero_data", "omero_config", "metabase", "other"]),
-            )),
-            container_commands=dict(type="list", elements="dict", default=[], options=dict(
-                name=dict(type="str", required=True),
-                container=dict(type="str", required=True),
-                command=dict(type="list", elements="str", required=True),
-                kind=dict(type="str", default="omero_config", choices=["omero_data", "omero_config", "metabase", "other"]),
-            )),
-            clients=dict(type="list", elements="str", default=[]),
-            client_action=dict(type="str", default="stop", choices=["stop", "pause"]),
-            client_stop_timeout=dict(type="int", default=60),
-            engine=dict(type="str", default="auto", choices=["auto", "docker", "podman"]),
-            metrics_file=dict(type="path"),
-            lock_file=dict(type="path"),
-            notify_command=dict(type="list", elements="str"),
-            retention=dict(type="dict"),
-            restore_test=dict(type="bool", default=False),
-            restore_test_timeout=dict(type="int", default=180),
-        ),
-        supports_check_mode=True,
-    )
-    try:
-        config = normalize_config(dict(module.params))
-    except BackupRunError as exc:
-        module.fail_json(msg=str(exc))
-    runner = BackupRun(config, log=Log())
-    if module.check_mode:
-        module.exit_json(changed=True, plan=runner.plan(), msg="would take a backup set in %s" % config["backup_dir"])
-    try:
-        result = runner.run()
-    except LockedError as exc:
-        module.fail_json(msg=str(exc), rc=EXIT_LOCKED)
-    except (BackupRunError, BackupSetError, EngineError, OSError) as exc:
-        module.fail_json(msg="backup run in %s failed: %s" % (config["backup_dir"], exc))
-    warnings = result.pop("warnings", [])
-    for text in warnings:
-        module.warn(text)
-    if result["rc"] != EXIT_OK:
-        reason = result["error"] or (result.get("restore_test") or {}).get("error") or "restore test failed"
-        module.fail_json(msg="backup set %s failed: %s" % (result["set"], reason), **result)
-    module.exit_json(msg="backup set %s complete" % result["set"], **result)
+    module = AnsibleModule(argument_spec=module_argument_spec(), supports_check_mode=True)
+    run_module(module, lambda: backup_set_module(module.params, check_mode=module.check_mode))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ description:
   - Fails when a database cannot be restored or its row counts differ.
 author:
   - NL-BIOMERO database maintainers (@NL-BIOMERO)
+extends_documentation_fragment:
+  - nl_biomero.database.container.engine
 options:
   backup_dir:
     description: Directory holding the backup sets.
@@ -37,11 +39,6 @@ options:
     description: Only these database components of the set; default all.
     type: list
     elements: str
-  engine:
-    description: Container engine.
-    type: str
-    choices: [auto, docker, podman]
-    default: auto
   timeout:
     description: Seconds a throwaway container gets to start.
     type: int
@@ -86,50 +83,23 @@ databases:
   elements: dict
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.nl_biomero.database.plugins.module_utils.backup_run import (
-    BackupRunError,
-    Log,
-    render_metrics,
-    restore_test,
-    write_text_atomic,
-)
-from ansible_collections.nl_biomero.database.plugins.module_utils.backup_set import BackupSetError, list_backups
+from ansible_collections.nl_biomero.database.plugins.module_utils.backup_run import restore_test_module
+from ansible_collections.nl_biomero.database.plugins.module_utils.engine import engine_argument_spec
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import run_module
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            backup_dir=dict(type="path", required=True),
-            set=dict(type="str"),
-            components=dict(type="list", elements="str"),
-            engine=dict(type="str", default="auto", choices=["auto", "docker", "podman"]),
-            timeout=dict(type="int", default=180),
-            metrics_file=dict(type="path"),
-        ),
-        supports_check_mode=False,
+    argument_spec = dict(
+        backup_dir=dict(type="path", required=True),
+        set=dict(type="str"),
+        components=dict(type="list", elements="str"),
+        timeout=dict(type="int", default=180),
+        metrics_file=dict(type="path"),
     )
-    p = module.params
-    backup_dir = os.path.abspath(p["backup_dir"])
-    set_path = None
-    if p["set"]:
-        set_path = p["set"] if os.path.isabs(p["set"]) else os.path.join(backup_dir, p["set"])
-    log = Log()
-    try:
-        result = restore_test(backup_dir, set_path=set_path, engine=p["engine"], log=log, timeout=p["timeout"],
-                              components=p["components"])
-        if p["metrics_file"]:
-            write_text_atomic(p["metrics_file"], render_metrics(list_backups(backup_dir)["sets"], backup_dir))
-    except (BackupRunError, BackupSetError, OSError) as exc:
-        module.fail_json(msg="restore test in %s: %s" % (backup_dir, exc), log=log.lines)
-    result["log"] = log.lines
-    if not result["restorable"]:
-        module.fail_json(msg="backup set %s is not restorable: %s" % (result["set"], result["error"]), changed=True,
-                         **result)
-    module.exit_json(changed=True, msg="backup set %s restored in throwaway containers, row counts equal"
-                     % result["set"], **result)
+    argument_spec.update(engine_argument_spec())
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=False)
+    run_module(module, lambda: restore_test_module(**module.params))
 
 
 if __name__ == "__main__":

@@ -206,8 +206,8 @@ def test_module_pg_backup_set_check_mode_and_backup_playbook(stack):
 
     # playbooks/backup.yml: installs the job (cron here: no systemd) and takes a set with pg_backup_set
     tmp = stack["tmp"]
-    extra = {"backup_hosts": "localhost", "postgres_backup_dir": config["backup_dir"],
-             "postgres_backup_install_dir": str(tmp / "opt"), "postgres_backup_config_file": str(tmp / "etc" / "b.json"),
+    extra = {"postgres_backup_dir": config["backup_dir"], "postgres_backup_install_dir": str(tmp / "opt"),
+             "postgres_backup_config_file": str(tmp / "etc" / "b.json"),
              "postgres_backup_cron_file": str(tmp / "nl-biomero-backup.cron"),
              "postgres_backup_systemd_dir": str(tmp), "postgres_backup_scheduler": "cron",
              "postgres_backup_metrics_file": config["metrics_file"], "postgres_backup_engine": ENGINE,
@@ -230,7 +230,7 @@ def run_playbook(name, tmp_path, extra):
     inventory.write_text("localhost ansible_connection=local ansible_python_interpreter=%s\n"
                          % os.environ.get("ANSIBLE_PYTHON_INTERPRETER", "auto"))
     return subprocess.run(["ansible-playbook", "-i", str(inventory), os.path.join(REPO_ROOT, "playbooks", name),
-                           "-e", json.dumps(dict(extra, restore_hosts="localhost", restore_engine=ENGINE)),
+                           "-e", json.dumps(dict({"target": "localhost", "postgres_backup_engine": ENGINE}, **extra)),
                            "-e", "ansible_python_interpreter=%s" % os.environ.get("ANSIBLE_PYTHON_INTERPRETER", "auto")],
                           capture_output=True, text=True, timeout=600, check=False)
 
@@ -242,7 +242,8 @@ def test_restore_playbook_refuses_then_restores_and_adopts_a_foreign_dump(pg_fac
               "databases": [{"container": db.name, "database": "omero", "user": "omero"}]}
     assert run_cli(write_config(str(tmp_path / "c.json"), config)).returncode == 0
     db.psql("DELETE FROM job WHERE id > 10")
-    base = {"restore_backup_dir": config["backup_dir"], "restore_clients": [client], "restore_client_stop_timeout": 1}
+    base = {"postgres_backup_dir": config["backup_dir"], "postgres_backup_clients": [client],
+            "postgres_backup_client_stop_timeout": 1}
 
     refused = run_playbook("restore.yml", tmp_path, base)
     assert refused.returncode != 0
@@ -250,7 +251,7 @@ def test_restore_playbook_refuses_then_restores_and_adopts_a_foreign_dump(pg_fac
     assert db.query("SELECT count(*) FROM job") == "10"
     assert state(client)["Running"], "clients are only stopped after every check passed"
 
-    restored = run_playbook("restore.yml", tmp_path, dict(base, restore_overwrite=True))
+    restored = run_playbook("restore.yml", tmp_path, dict(base, postgres_backup_restore_overwrite=True))
     assert restored.returncode == 0, restored.stdout[-3000:]
     assert db.query("SELECT count(*) FROM job") == "50"
     assert state(client)["Running"]
@@ -262,9 +263,10 @@ def test_restore_playbook_refuses_then_restores_and_adopts_a_foreign_dump(pg_fac
     with open(str(dump), "wb") as handle:
         subprocess.run([ENGINE, "exec", db.name, "pg_dump", "-U", "omero", "-Fc", "legacy"], stdout=handle, check=True)
     db.psql("DROP DATABASE legacy; DROP ROLE legacy_owner;")
-    adopted = run_playbook("restore.yml", tmp_path, {"restore_dump": str(dump), "restore_dump_container": db.name,
-                                                     "restore_dump_database": "omero_adopted",
-                                                     "restore_dump_owner": "omero"})
+    adopted = run_playbook("restore.yml", tmp_path, {"postgres_backup_restore_dump": str(dump),
+                                                     "postgres_backup_restore_dump_container": db.name,
+                                                     "postgres_backup_restore_dump_database": "omero_adopted",
+                                                     "postgres_backup_restore_dump_owner": "omero"})
     assert adopted.returncode == 0, adopted.stdout[-3000:]
     assert db.query("SELECT count(*) || ' ' || (SELECT tableowner FROM pg_tables WHERE tablename = 'image') FROM image",
                     database="omero_adopted") == "2 omero"
