@@ -7,8 +7,10 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import os
 
 import pytest
+import yaml
 
 from ansible_collections.nl_biomero.database.plugins.module_utils import labels
 from ansible_collections.nl_biomero.database.plugins.module_utils import upgrade_plan as plan
@@ -269,3 +271,14 @@ def test_compare_finds_differences(change, expected):
 ])
 def test_smoke_tables(kind, tables):
     assert plan.smoke_tables(kind) == tables
+
+
+def test_role_label_names_are_the_collections():
+    """roles/postgres_upgrade/vars/main.yml names the labels pg_upgrade_preflight puts on the new container."""
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "roles", "postgres_upgrade", "vars", "main.yml")
+    with open(path) as handle:
+        names = yaml.safe_load(handle)
+    assert names["postgres_upgrade__label_previous_container"] == labels.UPGRADE_PREVIOUS_CONTAINER
+    assert names["postgres_upgrade__label_previous_volume"] == labels.UPGRADE_PREVIOUS_VOLUME
+    assert names["postgres_upgrade__label_volume"] == labels.UPGRADE_VOLUME
+    assert all(value.startswith(labels.UPGRADE_PREFIX) for key, value in names.items() if "__label_" in key)
