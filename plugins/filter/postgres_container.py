@@ -26,6 +26,7 @@ import re
 
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.text.converters import to_text
+from ansible_collections.nl_biomero.database.plugins.module_utils import labels as label_names
 from ansible_collections.nl_biomero.database.plugins.module_utils.tuning import (
     SettingsError,
     auto_tune,
@@ -38,7 +39,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.tuning import 
     size_to_bytes,
 )
 
-LABEL_PREFIX = "nl-biomero.database."
+LABEL_PREFIX = label_names.INSTANCE_PREFIX
 MANAGED_BY = "nl_biomero.database.postgres_container"
 PASSWORD_FILE_TARGET = "/run/secrets/postgres-password"
 INITDB_TARGET = "/docker-entrypoint-initdb.d"
@@ -208,8 +209,8 @@ def _labels(plan, common, major):
         labels.update(dict((to_text(k), to_text(v)) for k, v in (source or {}).items()))
     labels.update({
         LABEL_PREFIX + "instance": plan["name"],
-        LABEL_PREFIX + "role": plan["role"],
-        LABEL_PREFIX + "major": to_text(major),
+        label_names.INSTANCE_ROLE: plan["role"],
+        label_names.INSTANCE_MAJOR: to_text(major),
         LABEL_PREFIX + "managed-by": MANAGED_BY,
     })
     return labels
@@ -309,7 +310,7 @@ def postgres_container_listed(containers, specs):
         status = to_text((container or {}).get("Status") or "")
         state = to_text((container or {}).get("State") or "") if container else "missing"
         health = _health(status)
-        running_major = labels.get(LABEL_PREFIX + "major") or major_from_image((container or {}).get("Image")) or ""
+        running_major = labels.get(label_names.INSTANCE_MAJOR) or major_from_image((container or {}).get("Image")) or ""
         summaries.append({
             "name": spec["name"],
             "image": spec.get("image"),

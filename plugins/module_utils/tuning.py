@@ -6,9 +6,10 @@
 image's major version.
 
 Pure functions (no engine, no Ansible): the role ``postgres_container`` uses
-them through the filter plugin ``postgres_container`` and the module
-``pg_settings_check`` uses them to read what the image's own ``postgres``
-answers.
+them through the filter plugin ``postgres_container``, the module
+``pg_settings_check`` to build the arguments of the image's own ``postgres``
+and read its answers, and the upgrade plan for the data directory
+(``data_layout``, the one rule for it).
 
 Auto tuning (``auto_tune``), with M the memory budget of the instance in MiB,
 C its CPUs and N its max_connections:
@@ -31,6 +32,7 @@ __metaclass__ = type
 import re
 
 from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
+from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools import major_version
 
 # Settings the role manages itself: setting them through ``settings`` would
 # break the container contract (data directory, port) or clash with ``-N``.
@@ -198,17 +200,8 @@ def major_from_image(image):
     if ":" not in last:
         return None
     tag = last.rsplit(":", 1)[1]
-    match = re.match(r"^(\d+)(?!\d)", tag)
-    if not match:
-        return None
-    major = int(match.group(1))
-    return major if major >= 9 else None
-
-
-def major_from_version_num(version_num):
-    """Major version from server_version_num (``170002`` -> 17, ``90624`` -> 9)."""
-    num = int(str(version_num).strip())
-    return num // 10000
+    major = major_version(tag) if tag[:1].isdigit() else None
+    return major if major and major >= 9 else None
 
 
 def data_layout(major, data_mount=None, pgdata=None):
@@ -279,19 +272,6 @@ def parse_id(text):
     if not uid or not gid:
         raise SettingsError("cannot read uid/gid from %r" % (text,))
     return int(uid.group(1)), int(gid.group(1))
-
-
-def probe_argv(engine, image, entrypoint, args, user="postgres"):
-    """argv of a throwaway container running ``entrypoint args`` in ``image``.
-
-    No network, no pull (the image must be there), removed on exit; the
-    engine prints the output of the command.
-    """
-    argv = [engine, "run", "--rm", "--pull", "never", "--network", "none", "--log-driver", "none"]
-    if user:
-        argv += ["--user", user]
-    argv += ["--entrypoint", entrypoint, image]
-    return argv + list(args)
 
 
 def check_command_args(max_connections, settings):

@@ -89,9 +89,9 @@ matches:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nl_biomero.database.plugins.module_utils.engine import EngineError
-from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, PgError, container_argument_spec
-from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade import compare_fingerprints, fingerprint
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import run_module
+from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import container_argument_spec
+from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade import fingerprint_result
 
 
 def main():
@@ -104,21 +104,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    p = module.params
-    try:
-        pg = PgContainer(p["container"], p["engine"], p["login_user"], p["login_password"])
-        databases = p["databases"]
-        if not databases and p["compare_to"]:
-            databases = sorted((p["compare_to"].get("databases") or {}).keys())
-        result = fingerprint(pg, databases, p["kind"])
-    except (EngineError, PgError) as exc:
-        module.fail_json(msg="fingerprint of %s failed: %s" % (p["container"], exc))
-    differences = compare_fingerprints(p["compare_to"], result) if p["compare_to"] else []
-    if differences and p["fail_on_difference"]:
-        module.fail_json(msg="%s differs from the earlier fingerprint: %s%s" % (
-            p["container"], "; ".join(differences[:10]), " (and %d more)" % (len(differences) - 10)
-            if len(differences) > 10 else ""), fingerprint=result, differences=differences, matches=False)
-    module.exit_json(changed=False, fingerprint=result, differences=differences, matches=not differences)
+    run_module(module, lambda: fingerprint_result(**module.params))
 
 
 if __name__ == "__main__":

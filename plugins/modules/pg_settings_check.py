@@ -25,6 +25,8 @@ description:
     locally (it is never pulled).
 author:
   - NL-BIOMERO database maintainers (@NL-BIOMERO)
+extends_documentation_fragment:
+  - nl_biomero.database.container.engine
 options:
   instances:
     description:
@@ -49,12 +51,6 @@ options:
         description: Settings passed as C(-c name=value); values are text.
         type: dict
         default: {}
-  engine:
-    description:
-      - Container engine CLI to use; V(auto) takes docker, else podman.
-    type: str
-    choices: [auto, docker, podman]
-    default: auto
   docker_host:
     description:
       - Engine endpoint (sets E(DOCKER_HOST) for docker, E(CONTAINER_HOST) for podman).
@@ -125,17 +121,18 @@ errors:
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.nl_biomero.database.plugins.module_utils.engine import EngineError, detect_engine
+from ansible_collections.nl_biomero.database.plugins.module_utils.engine import (
+    ContainerEngine, EngineError, engine_argument_spec, run)
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import run_module
+from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools import major_version
 from ansible_collections.nl_biomero.database.plugins.module_utils.tuning import (
     SettingsError,
     check_command_args,
     error_summary,
-    major_from_version_num,
     normalize_settings,
     parameter_in_error,
     parse_describe_config,
     parse_id,
-    probe_argv,
     unknown_settings,
 )
 
@@ -149,32 +146,33 @@ class SettingsChecker:
     Each probe is a throwaway container (about 0.3 s); they run in parallel.
     """
 
-    def __init__(self, module, engine):
-        self.module = module
-        self.engine = engine
+    def __init__(self, engine, docker_host=None):
+        self.engine = engine  # ContainerEngine
+        self.env = {}
+        if docker_host:
+            self.env["CONTAINER_HOST" if engine.binary == "podman" else "DOCKER_HOST"] = docker_host
         self.images = {}
         self.errors = []
 
-    def _env(self):
-        host = self.module.params["docker_host"]
-        if not host:
-            return {}
-        return {"CONTAINER_HOST" if self.engine == "podman" else "DOCKER_HOST": host}
+    def _probe(self, job):
+        """(rc, out, err) of ``entrypoint args`` in a throwaway container of ``image``, as the postgres user."""
+        image, entrypoint, args = job
+        # The endpoint reaches the engine CLI only (run's env), not the container.
+        argv = self.engine.throwaway_argv(image, args, purpose="settings-check", entrypoint=entrypoint,
+                                          user="postgres", extra=("--log-driver", "none"))
+        return run(argv, env=self.env)
 
     def _run_all(self, jobs):
         """Run (image, entrypoint, args) jobs in parallel; results in the same order."""
-        def run(job):
-            image, entrypoint, args = job
-            return self.module.run_command(probe_argv(self.engine, image, entrypoint, args), environ_update=self._env())
         with ThreadPoolExecutor(max_workers=MAX_PARALLEL) as pool:
-            return list(pool.map(run, jobs))
+            return list(pool.map(self._probe, jobs))
 
     def _engine_failed(self, image, rc, out, err):
         # 125: the engine could not run the container (no such image, ...);
         # 126/127: the command is missing in the image.
         if rc in (125, 126, 127):
-            self.module.fail_json(msg="cannot run a throwaway container of image %s (is the image present? it is "
-                                      "never pulled here): %s" % (image, (err or out).strip()))
+            raise EngineError("cannot run a throwaway container of image %s (is the image present? it is "
+                              "never pulled here): %s" % (image, (err or out).strip()))
 
     def _known_names(self, images):
         """Setting names per image, from ``postgres --describe-config``."""
@@ -183,9 +181,8 @@ class SettingsChecker:
         for image, (rc, out, err) in zip(images, results):
             self._engine_failed(image, rc, out, err)
             if rc != 0:
-                self.module.fail_json(msg="postgres --describe-config failed in image %s: %s" % (image, err.strip()))
+                raise SettingsError("postgres --describe-config failed in image %s: %s" % (image, err.strip()))
             self.images.setdefault(image, {})["known"] = parse_describe_config(out)
-
     def _value_error(self, instance, settings, err, rc):
         setting = parameter_in_error(err)
         value = instance["max_connections"] if setting == "max_connections" else settings.get(setting)
@@ -220,7 +217,7 @@ class SettingsChecker:
         for image, (rc, out, err) in zip(images, results[len(todo):]):
             self._engine_failed(image, rc, out, err)
             if rc != 0:
-                self.module.fail_json(msg="cannot read the postgres user of image %s: %s" % (image, err.strip()))
+                raise SettingsError("cannot read the postgres user of image %s: %s" % (image, err.strip()))
             uid, gid = parse_id(out)
             self.images.setdefault(image, {}).update({"uid": uid, "gid": gid})
 
@@ -233,7 +230,7 @@ class SettingsChecker:
                 continue
             version_num = int(out.strip().splitlines()[-1])
             facts = self.images.setdefault(instance["image"], {})
-            facts.update({"server_version_num": version_num, "major": major_from_version_num(version_num)})
+            facts.update({"server_version_num": version_num, "major": major_version(version_num)})
             checked[instance["name"]] = {"name": instance["name"], "image": instance["image"], "major": facts["major"],
                                          "server_version_num": version_num, "uid": facts.get("uid"),
                                          "gid": facts.get("gid")}
@@ -260,37 +257,36 @@ class SettingsChecker:
                 self._value_error(instance, settings, err, rc)
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            instances=dict(type="list", elements="dict", required=True, options=dict(
-                name=dict(type="str", required=True),
-                image=dict(type="str", required=True),
-                max_connections=dict(type="int", default=100),
-                settings=dict(type="dict", default={}),
-            )),
-            engine=dict(type="str", default="auto", choices=["auto", "docker", "podman"]),
-            docker_host=dict(type="str"),
-            probe_user=dict(type="bool", default=True),
-        ),
-        supports_check_mode=True,
-    )
-    try:
-        engine = detect_engine(module.params["engine"])
-    except EngineError as exc:
-        module.fail_json(msg=str(exc))
-    checker = SettingsChecker(module, engine)
-    results = checker.check(module.params["instances"], module.params["probe_user"])
+def check_settings(instances, engine="auto", docker_host=None, probe_user=True):
+    """The module's result: image facts per instance; SettingsError listing every bad setting."""
+    checker = SettingsChecker(ContainerEngine(engine), docker_host)
+    results = checker.check(instances, probe_user)
     if checker.errors:
-        order = [instance["name"] for instance in module.params["instances"]]
+        order = [instance["name"] for instance in instances]
         checker.errors.sort(key=lambda e: order.index(e["instance"]))
-        module.fail_json(
-            msg="invalid PostgreSQL settings, nothing was changed: %s"
-                % "; ".join("instance %s: %s" % (e["instance"], e["message"]) for e in checker.errors),
-            errors=checker.errors)
+        raise SettingsError(
+            "invalid PostgreSQL settings, nothing was changed: %s"
+            % "; ".join("instance %s: %s" % (e["instance"], e["message"]) for e in checker.errors),
+            {"errors": checker.errors})
     images = dict((image, dict((k, v) for k, v in facts.items() if k != "known"))
                   for image, facts in checker.images.items())
-    module.exit_json(changed=False, engine=engine, images=images, instances=results)
+    return {"changed": False, "engine": checker.engine.binary, "images": images, "instances": results}
+
+
+def main():
+    argument_spec = engine_argument_spec()
+    argument_spec.update(
+        instances=dict(type="list", elements="dict", required=True, options=dict(
+            name=dict(type="str", required=True),
+            image=dict(type="str", required=True),
+            max_connections=dict(type="int", default=100),
+            settings=dict(type="dict", default={}),
+        )),
+        docker_host=dict(type="str"),
+        probe_user=dict(type="bool", default=True),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    run_module(module, lambda: check_settings(**module.params))
 
 
 if __name__ == "__main__":

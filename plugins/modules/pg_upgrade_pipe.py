@@ -89,9 +89,9 @@ globals:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nl_biomero.database.plugins.module_utils.engine import EngineError
-from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, PgError, container_argument_spec
-from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade import Pipe, UpgradeError
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import run_module
+from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import container_argument_spec
+from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade import pipe_result
 
 
 def main():
@@ -105,16 +105,7 @@ def main():
         ),
         supports_check_mode=False,
     )
-    p = module.params
-    try:
-        source = PgContainer(p["container"], p["engine"], p["login_user"], p["login_password"])
-        target = PgContainer(p["target_container"], p["engine"], p["login_user"], p["login_password"])
-        pipe = Pipe(source, target)
-        report = pipe.copy_globals() if p["globals"] else {}
-        moved = [pipe.copy_database(db, p["owners"].get(db), p["maintenance_work_mem"]) for db in p["databases"]]
-    except (EngineError, PgError, UpgradeError) as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(changed=True, databases=moved, bytes=sum(item["bytes"] for item in moved), globals=report)
+    run_module(module, lambda: pipe_result(**module.params))
 
 
 if __name__ == "__main__":

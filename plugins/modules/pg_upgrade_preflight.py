@@ -58,9 +58,12 @@ options:
     type: float
     default: 1.5
   data_dir:
-    description: Data directory (E(PGDATA)) inside the containers.
+    description:
+      - Mount point of the data volume in the old and the new container.
+      - By default the old container's data mount is the mount holding its E(PGDATA), and the new volume is
+        mounted where the official image of the target major keeps its data (V(/var/lib/postgresql/data) before
+        18, V(/var/lib/postgresql) from 18 on).
     type: str
-    default: /var/lib/postgresql/data
   check_extensions:
     description: Check that the target image ships the extensions in use.
     type: bool
@@ -80,8 +83,8 @@ attributes:
     support: full
     description: Never changes anything.
 notes:
-  - Starts short-lived containers of O(target_image) without network (C(--rm)) to read its version, settings
-    and extension files.
+  - Starts short-lived containers of O(target_image) without network and never pulled (C(--rm --pull never)) to
+    read its version, settings and extension files.
 seealso:
   - module: nl_biomero.database.pg_fingerprint
 """
@@ -159,14 +162,11 @@ database_owners:
   type: dict
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nl_biomero.database.plugins.module_utils.engine import (
-    ContainerEngine, EngineError, detect_engine, run)
-from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, PgError, container_argument_spec
-from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade import Preflight, UpgradeError
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import run_module
+from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import container_argument_spec
+from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade import preflight_result
 
 
 def main():
@@ -178,31 +178,13 @@ def main():
             clients=dict(type="list", elements="str", default=[]),
             allow_same_major=dict(type="bool", default=False),
             disk_margin=dict(type="float", default=1.5),
-            data_dir=dict(type="str", default="/var/lib/postgresql/data"),
+            data_dir=dict(type="str"),
             check_extensions=dict(type="bool", default=True),
             check_settings=dict(type="bool", default=True),
         ),
         supports_check_mode=True,
     )
-    p = module.params
-    try:
-        engine = ContainerEngine(detect_engine(p["engine"]))
-        preflight = Preflight(engine, run,
-                              lambda: PgContainer(p["container"], engine.binary, p["login_user"], p["login_password"]),
-                              os.statvfs, os.stat)
-        result = preflight.run_checks(p["container"], p["target_image"], strategy=p["strategy"],
-                                      dump_dir=p["dump_dir"], clients=p["clients"],
-                                      allow_same_major=p["allow_same_major"], disk_margin=p["disk_margin"],
-                                      data_dir=p["data_dir"], check_extensions=p["check_extensions"],
-                                      check_settings=p["check_settings"])
-    except (EngineError, PgError, UpgradeError) as exc:
-        module.fail_json(msg="preflight of %s failed: %s" % (p["container"], exc), problems=[str(exc)])
-    for warning in result.pop("warnings", []):
-        module.warn(warning)
-    if result["problems"]:
-        module.fail_json(msg="preflight of %s failed: %s" % (p["container"], "; ".join(result["problems"])),
-                         **result)
-    module.exit_json(changed=False, **result)
+    run_module(module, lambda: preflight_result(**module.params))
 
 
 if __name__ == "__main__":

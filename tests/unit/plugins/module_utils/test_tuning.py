@@ -9,14 +9,12 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.tuning import 
     format_value,
     logging_settings,
     major_from_image,
-    major_from_version_num,
     merge_settings,
     normalize_settings,
     parameter_in_error,
     parse_describe_config,
     parse_id,
     postgres_command,
-    probe_argv,
     size_to_bytes,
     unknown_settings,
 )
@@ -156,11 +154,6 @@ def test_major_from_image(image, major):
     assert major_from_image(image) == major
 
 
-@pytest.mark.parametrize("num,major", [("170002", 17), (160004, 16), ("90624\n", 9), ("180000", 18)])
-def test_major_from_version_num(num, major):
-    assert major_from_version_num(num) == major
-
-
 @pytest.mark.parametrize("major,mount,pgdata,expected", [
     (16, None, None, ("/var/lib/postgresql/data", "/var/lib/postgresql/data")),
     (17, None, None, ("/var/lib/postgresql/data", "/var/lib/postgresql/data")),
@@ -210,12 +203,6 @@ def test_parse_id():
     assert parse_id("uid=999(postgres) gid=999(postgres) groups=999(postgres),106(ssl-cert)\n") == (999, 999)
     with pytest.raises(SettingsError):
         parse_id("id: 'postgres': no such user")
-
-
-def test_probe_argv_never_pulls_and_has_no_network():
-    argv = probe_argv("docker", "postgres:16", "postgres", ["--describe-config"])
-    assert argv == ["docker", "run", "--rm", "--pull", "never", "--network", "none", "--log-driver", "none",
-                    "--user", "postgres", "--entrypoint", "postgres", "postgres:16", "--describe-config"]
 
 
 def test_check_command_args_parse_like_the_server():

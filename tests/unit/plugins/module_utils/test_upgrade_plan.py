@@ -1,0 +1,284 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, NL-BIOMERO database maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+
+import pytest
+import yaml
+
+from ansible_collections.nl_biomero.database.plugins.module_utils import labels
+from ansible_collections.nl_biomero.database.plugins.module_utils import upgrade_plan as plan
+from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools import major_version
+from ansible_collections.nl_biomero.database.plugins.module_utils.tuning import unknown_settings
+from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade_plan import UpgradeError
+
+
+# The versions the upgrade reads (server_version_num, PG_MAJOR, postgres --version) go through the one parser.
+@pytest.mark.parametrize("version, major", [
+    ("15.10", 15), ("17", 17), ("17.6 (Debian 17.6-1)", 17), ("9.6.24", 9), ("150010", 15), ("170006", 17),
+    ("90624", 9), (170006, 17), ("postgres (PostgreSQL) 17.6 (Debian 17.6-1.pgdg13+1)", 17),
+])
+def test_versions_the_upgrade_reads(version, major):
+    assert major_version(version) == major
+
+
+def test_garbage_is_no_version():
+    assert major_version("latest") is None
+
+
+@pytest.mark.parametrize("env, major", [
+    (["PATH=/usr/bin", "PG_MAJOR=17"], 17), (["PG_MAJOR=9.6"], 9), (["PATH=/usr/bin"], None), (None, None),
+])
+def test_image_major(env, major):
+    assert plan.image_major({"Config": {"Env": env}}) == major
+
+
+@pytest.mark.parametrize("current, target, same, action", [
+    (15, 17, False, "upgrade"), (16, 17, True, "upgrade"), (17, 17, False, "noop"), (17, 17, True, "upgrade"),
+])
+def test_decide(current, target, same, action):
+    assert plan.decide(current, target, same) == action
+
+
+def test_decide_refuses_downgrade():
+    with pytest.raises(UpgradeError, match="downgrade"):
+        plan.decide(17, 15)
+
+
+@pytest.mark.parametrize("volume, name, target, expected", [
+    ("database", "database", 17, "database-pg17"),
+    ("database-biomero", "database-biomero", 17, "database-biomero-pg17"),
+    ("omero-data-pg15", "omero", 17, "omero-data-pg17"),
+    ("a" * 64, "omero", 17, "omero-data-pg17"),  # anonymous volume
+    (None, "omero", 18, "omero-data-pg18"),       # bind mount
+])
+def test_new_volume_name(volume, name, target, expected):
+    assert plan.new_volume_name(volume, name, target) == expected
+
+
+def test_old_container_name():
+    assert plan.old_container_name("database", 15) == "database-pg15"
+
+
+@pytest.mark.parametrize("strategy, dump", [("dump_restore", 750), ("pipe", 0)])
+def test_disk_estimate(strategy, dump):
+    est = plan.disk_estimate([600, 400], strategy, 1.5)
+    assert est == {"volume": 1500, "dump": dump, "data": 1000}
+
+
+def test_disk_estimate_unknown_strategy():
+    with pytest.raises(UpgradeError):
+        plan.disk_estimate([1], "pg_upgrade")
+
+
+@pytest.mark.parametrize("free_volume, free_dump, same_fs, problems", [
+    (3000, 3000, False, 0),
+    (1000, 3000, False, 1),
+    (3000, 100, False, 1),
+    (2000, 2000, True, 1),   # 1500 + 750 do not fit in one file system of 2000
+    (2300, 2300, True, 0),
+    (None, None, False, 0),  # unknown: not a problem (a warning elsewhere)
+])
+def test_disk_problems(free_volume, free_dump, same_fs, problems):
+    est = plan.disk_estimate([1000], "dump_restore", 1.5)
+    assert len(plan.disk_problems(est, free_volume, free_dump, same_fs)) == problems
+
+
+@pytest.mark.parametrize("command, settings", [
+    (["postgres", "-c", "work_mem=16MB", "-c", "max_connections=50"], {"work_mem": "16MB", "max_connections": "50"}),
+    (["postgres", "-cshared_buffers=1GB"], {"shared_buffers": "1GB"}),
+    (["postgres", "--max-wal-size=2GB"], {"max_wal_size": "2GB"}),
+    (["postgres", "-c", "search_path=a,b=c"], {"search_path": "a,b=c"}),
+    (["postgres"], {}),
+    (None, {}),
+])
+def test_command_settings(command, settings):
+    assert plan.command_settings(command) == settings
+
+
+def test_unknown_settings_ignores_custom_placeholders():
+    # The preflight checks the old command line with tuning's rule.
+    settings = {"work_mem": "1MB", "vacuum_defer_cleanup_age": "0", "omero.x": "1", "Work_Mem": "2MB"}
+    assert unknown_settings(settings, ["work_mem"]) == ["vacuum_defer_cleanup_age"]
+
+
+def test_extension_names():
+    assert plan.extension_names("pg_trgm--1.6.sql\npg_trgm.control\nplpgsql.control\n") == ["pg_trgm", "plpgsql"]
+
+
+def test_missing_extensions():
+    used = {"omero": ["plpgsql", "pg_trgm", "postgis"], "postgres": ["plpgsql"]}
+    assert plan.missing_extensions(used, ["plpgsql", "pg_trgm"]) == {"omero": ["postgis"]}
+
+
+def test_healthcheck_spec():
+    spec = plan.healthcheck_spec({"Test": ["CMD", "pg_isready"], "Interval": 1000000000, "Timeout": 500000000,
+                                     "Retries": 10, "StartPeriod": 60000000000})
+    assert spec == {"test": ["CMD", "pg_isready"], "interval": "1s", "timeout": "500ms", "retries": 10,
+                    "start_period": "60s"}
+    assert plan.healthcheck_spec({"Test": ["NONE"]}) is None
+    assert plan.healthcheck_spec(None) is None
+
+
+def test_published_ports():
+    bindings = {"5432/tcp": [{"HostIp": "127.0.0.1", "HostPort": "5433"}, {"HostIp": "", "HostPort": "6432"}]}
+    assert plan.published_ports(bindings) == ["127.0.0.1:5433:5432/tcp", "6432:5432/tcp"]
+
+
+OLD_IMAGE = {"Config": {"Env": ["PATH=/usr/lib/postgresql/15/bin:/usr/bin", "PG_MAJOR=15",
+                                "PGDATA=/var/lib/postgresql/data"],
+                        "Cmd": ["postgres"], "Entrypoint": ["/usr/local/bin/docker-entrypoint.sh"],
+                        "Labels": {"org.opencontainers.image.title": "pg15"}, "StopSignal": "SIGINT"}}
+
+DATA = "/var/lib/postgresql/data"
+
+OLD_CONTAINER = {
+    "Id": "0123456789abcdef" * 4,
+    "Name": "/database",
+    "Image": "sha256:old",
+    "Config": {
+        "Env": OLD_IMAGE["Config"]["Env"] + ["POSTGRES_USER=omero", "POSTGRES_PASSWORD=se=cret"],
+        "Cmd": ["postgres", "-c", "work_mem=16MB"],
+        "Entrypoint": ["/usr/local/bin/docker-entrypoint.sh"],
+        "Image": "postgres:15",
+        "Labels": {"org.opencontainers.image.title": "pg15", "app": "omero",
+                   "org.nl-biomero.upgrade.previous-container": "database-pg14"},
+        "Healthcheck": {"Test": ["CMD", "pg_isready"], "Interval": 2000000000, "Retries": 5},
+    },
+    "HostConfig": {"PortBindings": {"5432/tcp": [{"HostIp": "127.0.0.1", "HostPort": "5432"}]},
+                   "RestartPolicy": {"Name": "unless-stopped"}, "Memory": 1073741824, "NanoCpus": 1500000000,
+                   "ShmSize": 67108864, "NetworkMode": "omero"},
+    "Mounts": [
+        {"Type": "volume", "Name": "database", "Destination": "/var/lib/postgresql/data", "RW": True},
+        {"Type": "bind", "Source": "/srv/initdb", "Destination": "/docker-entrypoint-initdb.d", "RW": False},
+        {"Type": "bind", "Source": "/srv/secrets", "Destination": "/run/secrets", "RW": False},
+        {"Type": "volume", "Name": "f" * 64, "Destination": "/scratch", "RW": True},
+    ],
+    "NetworkSettings": {"Networks": {"omero": {"Aliases": ["database", "db", "0123456789ab"]}}},
+}
+
+
+def test_clone_spec_takes_over_the_instance():
+    spec = plan.clone_spec(OLD_CONTAINER, OLD_IMAGE, "postgres:17", "database-pg17", DATA, DATA)
+    assert spec["name"] == "database"
+    assert spec["image"] == "postgres:17"
+    # Only what the container set, by name: the image's PATH/PG_MAJOR (of 15!) must not follow.
+    assert spec["env_names"] == ["POSTGRES_USER", "POSTGRES_PASSWORD"]
+    assert "se=cret" not in json.dumps(spec)
+    assert spec["command"] == ["postgres", "-c", "work_mem=16MB"]
+    assert "entrypoint" not in spec
+    assert spec["mounts"] == [
+        {"type": "bind", "source": "/srv/secrets", "target": "/run/secrets", "read_only": True},
+        {"type": "volume", "source": "database-pg17", "target": "/var/lib/postgresql/data", "read_only": False},
+    ]
+    assert spec["networks"] == [{"name": "omero", "aliases": ["db"]}]
+    assert spec["network_mode"] == "omero"
+    assert spec["published_ports"] == ["127.0.0.1:5432:5432/tcp"]
+    assert spec["labels"] == {"app": "omero"}
+    assert spec["restart_policy"] == "unless-stopped"
+    assert spec["healthcheck"] == {"test": ["CMD", "pg_isready"], "interval": "2s", "retries": 5}
+    assert spec["memory"] == "1073741824b"
+    assert spec["cpus"] == 1.5
+    assert spec["stop_signal"] == "SIGINT"
+
+
+def test_clone_spec_default_command_is_left_to_the_new_image():
+    info = json.loads(json.dumps(OLD_CONTAINER))
+    info["Config"]["Cmd"] = ["postgres"]
+    assert "command" not in plan.clone_spec(info, OLD_IMAGE, "postgres:17", "v", DATA, DATA)
+
+
+@pytest.mark.parametrize("mounts, pgdata, found", [
+    ([{"Destination": "/var/lib/postgresql/data"}], "/var/lib/postgresql/data", "/var/lib/postgresql/data"),
+    ([{"Destination": "/var/lib/postgresql/data"}], "/var/lib/postgresql/data/pgdata", "/var/lib/postgresql/data"),
+    ([{"Destination": "/var/lib/postgresql"}, {"Destination": "/var/lib/postgresql/18/docker/x"}],
+     "/var/lib/postgresql/18/docker", "/var/lib/postgresql"),
+    ([{"Destination": "/var/lib/postgresql"}, {"Destination": "/var/lib/postgresql/data/"}],
+     "/var/lib/postgresql/data", "/var/lib/postgresql/data/"),
+    ([{"Destination": "/var/lib/postgresql/database"}], "/var/lib/postgresql/data", None),
+    (None, "/var/lib/postgresql/data", None),
+])
+def test_data_mount_holds_pgdata(mounts, pgdata, found):
+    mount = plan.data_mount(mounts, pgdata)
+    assert (mount or {}).get("Destination") == found
+
+
+@pytest.mark.parametrize("pgdata, current, target, data_dir, old, new", [
+    # 15 -> 17 as before: both at /var/lib/postgresql/data.
+    ("/var/lib/postgresql/data", 15, 17, None, "/var/lib/postgresql/data", "/var/lib/postgresql/data"),
+    (None, 15, 17, None, "/var/lib/postgresql/data", "/var/lib/postgresql/data"),
+    # From 18 on the official image mounts /var/lib/postgresql.
+    ("/var/lib/postgresql/data", 17, 18, None, "/var/lib/postgresql/data", "/var/lib/postgresql"),
+    ("/var/lib/postgresql/18/docker", 18, 19, None, "/var/lib/postgresql", "/var/lib/postgresql"),
+    # data_dir sets both.
+    ("/var/lib/postgresql/data", 15, 17, "/pg", "/pg", "/pg"),
+])
+def test_data_mounts(pgdata, current, target, data_dir, old, new):
+    mounts = [{"Destination": "/var/lib/postgresql/data"}, {"Destination": "/var/lib/postgresql"},
+              {"Destination": "/pg"}, {"Destination": "/run/secrets"}]
+    mount, new_mount = plan.data_mounts(mounts, pgdata, current, target, data_dir)
+    assert (mount["Destination"], new_mount) == (old, new)
+
+
+def test_clone_spec_moves_the_data_mount_to_the_target_layout():
+    spec = plan.clone_spec(OLD_CONTAINER, OLD_IMAGE, "postgres:18", "database-pg18", DATA, "/var/lib/postgresql")
+    assert spec["mounts"][-1] == {"type": "volume", "source": "database-pg18", "target": "/var/lib/postgresql",
+                                  "read_only": False}
+    assert DATA not in [mount["target"] for mount in spec["mounts"]]
+
+
+def test_upgrade_labels():
+    made = plan.upgrade_labels("database-pg15", "database", "postgres:15", 15, "database-pg17")
+    assert made[labels.UPGRADE_PREVIOUS_CONTAINER] == "database-pg15"
+    assert made[labels.UPGRADE_FROM_MAJOR] == "15"
+
+
+BEFORE = {"databases": {"omero": {"tables": {"public.job": 3, "public.image": 2},
+                                  "sequences": {"public.job_id_seq": 3}, "smoke": {"job": 3}}},
+          "roles": ["omero", "omero_ro"]}
+
+
+def test_compare_equal_fingerprints_ignores_new_roles():
+    after = json.loads(json.dumps(BEFORE))
+    after["roles"].append("pg17_only")
+    assert plan.compare_fingerprints(BEFORE, after) == []
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda fp: fp["databases"]["omero"]["tables"].update({"public.job": 4}), "rows of public.job: 3 before, 4 after"),
+    (lambda fp: fp["databases"]["omero"]["tables"].pop("public.image"), "public.image: missing after"),
+    (lambda fp: fp["databases"]["omero"]["sequences"].update({"public.job_id_seq": None}), "sequence public.job_id_seq"),
+    (lambda fp: fp["databases"]["omero"]["smoke"].update({"job": 0}), "smoke query on job"),
+    (lambda fp: fp["roles"].remove("omero_ro"), "roles missing: omero_ro"),
+    (lambda fp: fp["databases"].pop("omero"), "database omero is missing"),
+])
+def test_compare_finds_differences(change, expected):
+    after = json.loads(json.dumps(BEFORE))
+    change(after)
+    differences = plan.compare_fingerprints(BEFORE, after)
+    assert len(differences) == 1 and expected in differences[0]
+
+
+@pytest.mark.parametrize("kind, tables", [
+    ("omero", ["job"]), ("biomero", ["imports", "workflowtracker_events"]), ("none", []),
+    ("auto", ["imports", "job", "workflowtracker_events"]),
+])
+def test_smoke_tables(kind, tables):
+    assert plan.smoke_tables(kind) == tables
+
+
+def test_role_label_names_are_the_collections():
+    """roles/postgres_upgrade/vars/main.yml names the labels pg_upgrade_preflight puts on the new container."""
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "roles", "postgres_upgrade", "vars", "main.yml")
+    with open(path) as handle:
+        names = yaml.safe_load(handle)
+    assert names["postgres_upgrade__label_previous_container"] == labels.UPGRADE_PREVIOUS_CONTAINER
+    assert names["postgres_upgrade__label_previous_volume"] == labels.UPGRADE_PREVIOUS_VOLUME
+    assert names["postgres_upgrade__label_volume"] == labels.UPGRADE_VOLUME
+    assert all(value.startswith(labels.UPGRADE_PREFIX) for key, value in names.items() if "__label_" in key)
