@@ -7,8 +7,12 @@ import time
 
 import pytest
 
+from ansible_collections.nl_biomero.database.plugins.module_utils import job_lock
 from ansible_collections.nl_biomero.database.plugins.module_utils.job_lock import (
     JobLock, LockBusyError, describe_holder, hold_in_background, read_holder, release_background)
+
+# .../ansible_collections/nl_biomero/database/plugins/module_utils/job_lock.py -> the directory holding ansible_collections
+COLLECTIONS_ROOT = os.path.abspath(os.path.join(os.path.dirname(job_lock.__file__), *[os.pardir] * 5))
 
 
 @pytest.fixture
@@ -33,7 +37,7 @@ def test_background_holder_keeps_it_across_processes_until_released(lock_path):
         probe = [sys.executable, "-c", "import sys; sys.path[:0] = %r\n"
                  "from ansible_collections.nl_biomero.database.plugins.module_utils.job_lock import JobLock, LockBusyError\n"
                  "try:\n    JobLock(%r, 'backup job').acquire()\nexcept LockBusyError as exc:\n    print(exc); sys.exit(75)\n"
-                 % (sys.path[:3], lock_path)]
+                 % ([COLLECTIONS_ROOT], lock_path)]
         proc = subprocess.run(probe, capture_output=True, text=True, check=False)
         assert proc.returncode == 75, proc.stderr
         assert "upgrade of db-a (pid %d" % pid in proc.stdout
