@@ -387,7 +387,8 @@ class ContainerEngine:
         rc, out, err = self.call(kind, "inspect", name)
         if rc != 0:
             lowered = err.lower()
-            if "no such" in lowered or "not found" in lowered or "no container" in lowered:
+            # docker: "No such container/image/volume"; podman: "no such ...", "... not known"
+            if "no such" in lowered or "not found" in lowered or "not known" in lowered or "no container" in lowered:
                 return None
             raise EngineError("%s %s inspect %s failed: %s" % (self.binary, kind, name, err.strip()))
         data = json.loads(out)
