@@ -12,11 +12,15 @@ Every problem raises :class:`DumpError` with a message meant for a human
 (the failing command's stderr included). Guarantees:
 
 - the dump streams from ``<engine> exec`` stdout straight into a hidden
-  temporary file beside the destination (memory bounded, written once);
+  temporary file beside the destination (memory bounded, written once,
+  hashed as it is written: engine.stream);
 - it gets its final name only after the tool exited 0, the file was fsynced
   and verified and its sha256 computed; a killed or failed dump never gets
   a final name, and temporaries (host and container) are removed;
 - passwords travel in the exec environment only, never in argv or results.
+
+The rules without a container (modes, compression, names, file checks) are
+in :mod:`dump_rules`.
 """
 
 from __future__ import absolute_import, division, print_function

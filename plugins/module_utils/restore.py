@@ -31,6 +31,10 @@ Every problem raises :class:`RestoreError` with a message meant for a human
 - Passwords travel in the exec environment only, never in argv or results;
   identifiers and values reach SQL through psql variables (``:"name"``,
   ``:'value'``), never by pasting strings.
+
+The rules without a container (archive headers, versions, TOC, globals,
+options, plan, argv) are in :mod:`pg_archive`; every child process goes
+through engine.stream.
 """
 
 from __future__ import absolute_import, division, print_function
