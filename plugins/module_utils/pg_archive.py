@@ -470,6 +470,43 @@ def describe_objects(user_objects):
     return " and ".join(parts)
 
 
+def plan_result(plan):
+    """The result fields that come from the plan (what check mode and a restore both return)."""
+    info = plan["info"]
+    toc = plan["toc"] or {}
+    report = plan.get("globals_report")
+    return {
+        "format": info["format"],
+        "archive_version": info.get("archive_version"),
+        "compression": info.get("compression"),
+        "dump_server_version": short_version(info.get("server_version")),
+        "dump_version": short_version(info.get("dump_version")),
+        "target_server_version": plan["server_version"],
+        "restore_tool_version": plan["tool_version"],
+        "checksum_verified": plan["checksum_verified"],
+        "plan": plan["kind"],
+        "jobs": plan.get("jobs"),
+        "staged": bool(plan.get("staged")),
+        "toc_entries": toc.get("entries") if toc else None,
+        "tables_restored": toc.get("table_data") if toc else None,
+        "globals": dict(report, path=plan["globals_path"]) if report else None,
+        "actions": [],
+        "tables": [],
+        "row_counts": {},
+        "rows_total": 0,
+    }
+
+
+def restore_command(plan, params, database, path=None):
+    """argv of the tool restoring the archive into ``database``: from ``path`` (staged) or stdin."""
+    if plan["info"]["format"] == "plain":
+        return psql_script_argv(database, params["single_transaction"])
+    role = params["owner"] if (params["no_owner"] and params["owner"]) else None
+    return pg_restore_argv(database, path=path, jobs=plan["jobs"], no_owner=params["no_owner"],
+                           no_privileges=params["no_privileges"], clean=plan["kind"] == "clean",
+                           single_transaction=params["single_transaction"], role=role)
+
+
 def describe_plan(plan):
     """What happens to the target database, in words (check mode's message)."""
     return {

@@ -68,9 +68,11 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.pg_archive imp
     inspect_archive,
     parse_id_output,
     pg_restore_argv,
+    plan_result,
     planned_actions,
     psql_script_argv,
     read_toc,
+    restore_command,
     session_options,
     short_version,
     stderr_hint,
@@ -470,7 +472,8 @@ class PgRestore:
         try:
             try:
                 plan = self.prepare(check_mode=check_mode)
-                result = self._result_base(plan)
+                result = dict(plan_result(plan), changed=False, database=self.database, container=self.container,
+                              engine=self.pg.engine.binary, src=self.src)
                 if plan["kind"] == "skip":
                     result.update(changed=False, msg="database '%s' already has %s; left alone (if_exists: skip)"
                                   % (self.database, describe_objects(plan["user_objects"])))
@@ -498,51 +501,6 @@ class PgRestore:
     def _failure(self):
         """What a failed run returns besides its message: the steps it took and its warnings."""
         return {"actions": list(self.actions), "warnings": list(self.warnings)}
-
-    def _result_base(self, plan):
-        info = plan["info"]
-        toc = plan["toc"] or {}
-        return {
-            "changed": False,
-            "database": self.database,
-            "container": self.container,
-            "engine": self.pg.engine.binary,
-            "src": self.src,
-            "format": info["format"],
-            "archive_version": info.get("archive_version"),
-            "compression": info.get("compression"),
-            "dump_server_version": short_version(info.get("server_version")),
-            "dump_version": short_version(info.get("dump_version")),
-            "target_server_version": plan["server_version"],
-            "restore_tool_version": plan["tool_version"],
-            "checksum_verified": plan["checksum_verified"],
-            "plan": plan["kind"],
-            "jobs": plan.get("jobs"),
-            "staged": bool(plan.get("staged")),
-            "toc_entries": toc.get("entries") if toc else None,
-            "tables_restored": toc.get("table_data") if toc else None,
-            "globals": self._globals_result(plan),
-            "actions": [],
-            "tables": [],
-            "row_counts": {},
-            "rows_total": 0,
-        }
-
-    @staticmethod
-    def _globals_result(plan):
-        report = plan.get("globals_report")
-        if not report:
-            return None
-        return dict(report, path=plan["globals_path"])
-
-    def _tool_command(self, plan, database, path):
-        p = self.params
-        if plan["info"]["format"] == "plain":
-            return psql_script_argv(database, p["single_transaction"])
-        role = p["owner"] if (p["no_owner"] and p["owner"]) else None
-        return pg_restore_argv(database, path=path, jobs=plan["jobs"], no_owner=p["no_owner"],
-                               no_privileges=p["no_privileges"], clean=plan["kind"] == "clean",
-                               single_transaction=p["single_transaction"], role=role)
 
     def _restore(self, plan):
         p = self.params
@@ -599,7 +557,7 @@ class PgRestore:
         p = self.params
         fmt = plan["info"]["format"]
         path = self._stage() if plan["staged"] else None
-        command = self._tool_command(plan, into, path)
+        command = restore_command(plan, self.params, into, path)
         env = {"PGOPTIONS": session_options(p["maintenance_work_mem"])}
         stdin = None if plan["staged"] else self.src
         rc, _out, err = self._run_streamed(command, into, stdin_path=stdin, gzip_input=plan["info"]["gzip"],

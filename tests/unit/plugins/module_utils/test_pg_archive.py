@@ -534,3 +534,27 @@ def test_planned_actions_of_a_plain_script_in_place():
 ])
 def test_failure_state(kind, text):
     assert text in pg_archive.failure_state(kind, "omero")
+
+
+def test_plan_result():
+    plan = _plan("create", checksum_verified=True, toc={"entries": 10, "table_data": 3}, server_version="17.6",
+                 globals_report={"roles_created": ["app"]}, globals_path="/b/x.dump.globals.sql",
+                 info={"format": "custom", "archive_version": "1.16-0", "compression": "zstd",
+                       "server_version": "15.14 (Debian)", "dump_version": "15.14 (Debian)"})
+    result = pg_archive.plan_result(plan)
+    assert (result["plan"], result["toc_entries"], result["tables_restored"], result["dump_version"]) == (
+        "create", 10, 3, "15.14")
+    assert result["globals"] == {"roles_created": ["app"], "path": "/b/x.dump.globals.sql"}
+    assert pg_archive.plan_result(dict(plan, toc=None, globals_report=None))["toc_entries"] is None
+
+
+PARAMS = {"single_transaction": False, "owner": "omero_app", "no_owner": True, "no_privileges": False}
+
+
+def test_restore_command():
+    assert pg_archive.restore_command(_plan("clean", jobs=4), PARAMS, "omero", "/tmp/nlb-restore.x/archive") == [
+        "pg_restore", "--exit-on-error", "--no-password", "--dbname=dbname='omero'", "--jobs=4", "--no-owner",
+        "--clean", "--if-exists", "--role=omero_app", "/tmp/nlb-restore.x/archive"]
+    assert pg_archive.restore_command(_plan("create", fmt="plain"), dict(PARAMS, single_transaction=True), "s") == [
+        "psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--dbname=dbname='s'", "--single-transaction",
+        "-f", "-"]
