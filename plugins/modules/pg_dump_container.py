@@ -18,7 +18,7 @@ description:
     written inside the container (except for O(format=directory), see below), the dump is written once,
     and memory use does not grow with the database.
   - The file only gets its final name when C(pg_dump) exited successfully, the file is fsynced, verified
-    (O(verify)) and its sha256 computed (for a file, from the stream as it is written: the dump is not
+    (O(verify)) and its sha256 computed (for a file, from the stream as it is written; the dump is not
     read a second time). Then it is renamed atomically and a JSON manifest
     C(<dest>.manifest.json) is written beside it (database, container, image, server and C(pg_dump)
     versions, format, compression, bytes, sha256, start and end time in UTC, duration, globals file and
