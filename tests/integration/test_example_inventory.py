@@ -87,8 +87,8 @@ def _run(command, extra=(), check=True, timeout=900):
     proc = subprocess.run(argv, cwd=_State.workdir, capture_output=True, text=True, timeout=timeout,
                           env=dict(os.environ, **PASSWORDS), check=False)
     if check and proc.returncode != 0:
-        raise AssertionError("%s failed (rc=%s):\n%s\n%s" % (command, proc.returncode, proc.stdout[-6000:],
-                                                               proc.stderr[-3000:]))
+        raise AssertionError("%s failed (rc=%s):\n%s\n%s"
+                             % (command, proc.returncode, proc.stdout[-6000:], proc.stderr[-3000:]))
     return proc
 
 
