@@ -200,10 +200,7 @@ def test_provision():
     assert server_major("database", "omero", "omero") == 15
     assert server_major("database-biomero", "biomero", "biomero") == 15
     ports = engine("port", "database-biomero").stdout
-    assert "127.0.0.1:5433" in ports
-    # again: nothing changes
-    again = _run(readme_command("provision"), image)
-    assert re.search(r"localhost\s*: ok=\d+\s+changed=0\s", again.stdout), again.stdout[-3000:]
+    assert "127.0.0.1:5433" in ports   # (re-runs changing nothing: the role's Molecule scenario)
     # what the later steps use: an OMERO-like table and BIOMERO.importer's imports with two failed orders
     omero("CREATE TABLE job (id int PRIMARY KEY, status text); "
           "INSERT INTO job SELECT i, 'Finished' FROM generate_series(1, 50) AS i;")
