@@ -41,9 +41,8 @@ class ExportedSnapshot:
 
     def __enter__(self):
         env = self.pg.env(self.database)
-        argv = self.pg.engine.exec_argv(self.pg.container, ["psql", "-X", "-q", "-A", "-t", "--no-password",
-                                                              "-v", "ON_ERROR_STOP=1"],
-                                        env_names=sorted(env), interactive=True)
+        psql = ["psql", "-X", "-q", "-A", "-t", "--no-password", "-v", "ON_ERROR_STOP=1"]
+        argv = self.pg.engine.exec_argv(self.pg.container, psql, env_names=sorted(env), interactive=True)
         self._session = Session(argv, env=env)
         try:
             lines = self._ask("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\nSELECT pg_export_snapshot();")
