@@ -459,6 +459,9 @@ class BackupRun:
             self.log("retention failed: %s" % exc, error=True)
             self.warnings.append("retention failed: %s" % exc)
             return {"error": str(exc)}
+        for text in plan["warnings"]:
+            self.log("retention: %s" % text, error=True)
+            self.warnings.append("retention: %s" % text)
         for item in plan["deleted"]:
             self.log("retention: deleted %s (%s)" % (item["name"], item["reason"]))
         return {"kept": [item["name"] for item in plan["keep"]], "deleted": [item["name"] for item in plan["deleted"]]}
