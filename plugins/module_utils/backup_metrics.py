@@ -34,7 +34,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.backup_set imp
     parse_time,
 )
 from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
-from ansible_collections.nl_biomero.database.plugins.module_utils.retention import FUTURE_SLACK
+from ansible_collections.nl_biomero.database.plugins.module_utils.retention import dated_in_future
 
 METRIC_PREFIX = "nl_biomero_backup_"
 # The record of the last run, in the backup directory (hidden: the catalogue ignores it).
@@ -95,8 +95,7 @@ def _now(now):
 
 def _real(sets, now):
     """The sets not dated in the future (newest first), and the number that are."""
-    limit = _now(now) + FUTURE_SLACK
-    real = [entry for entry in sets if not (parse_time(entry.get("time")) and parse_time(entry["time"]) > limit)]
+    real = [entry for entry in sets if not dated_in_future(parse_time(entry.get("time")), now)]
     return real, len(sets) - len(real)
 
 

@@ -87,6 +87,14 @@ def _as_utc(value, item_id):
     raise RetentionError("item %s has no usable time (%r)" % (item_id, value))
 
 
+def dated_in_future(value, now=None):
+    """Whether a time (datetime or ISO text; None: no) lies more than FUTURE_SLACK after ``now`` (default: the clock)."""
+    if value is None:
+        return False
+    now = _as_utc(now, "now") if now is not None else datetime.datetime.now(datetime.timezone.utc)
+    return _as_utc(value, "time") > now + FUTURE_SLACK
+
+
 def day_bucket(when):
     return "%04d-%02d-%02d" % (when.year, when.month, when.day)
 
@@ -135,7 +143,7 @@ def select(items, keep_last=0, keep_daily=0, keep_weekly=0, keep_monthly=0, prun
                          "complete": bool(item.get("complete")), "in_progress": bool(item.get("in_progress")),
                          "unfinished": bool(item.get("unfinished"))})
     prepared.sort(key=lambda entry: (entry["time"], str(entry["id"])), reverse=True)
-    future = set(entry["id"] for entry in prepared if entry["time"] > now + FUTURE_SLACK)
+    future = set(entry["id"] for entry in prepared if dated_in_future(entry["time"], now))
     real = [entry for entry in prepared if entry["id"] not in future]
     if real and real[0]["unfinished"] and not real[0]["complete"]:
         real[0]["in_progress"] = True

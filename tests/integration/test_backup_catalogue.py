@@ -228,6 +228,11 @@ def test_retention_a_set_from_the_future_never_costs_the_set_just_made(tmp_path)
     future = write_set(root, now + datetime.timedelta(days=400))
     just_made = write_set(root, now - datetime.timedelta(minutes=3))
     older = write_set(root, now - datetime.timedelta(days=1))
+    info = run_module(INFO, {"path": str(root)})
+    assert [item["dated_in_future"] for item in info["sets"]] == [True, False, False]
+    assert info["newest_complete"]["path"] == just_made  # what restore.yml restores by default
+    assert "in the future" in info["_playbook_output"] or any(
+        "in the future" in text for text in info.get("warnings", []))
     result = run_module(RETENTION, {"path": str(root), "keep_last": 1})
     assert not result.get("failed"), result.get("msg")
     assert [item["path"] for item in result["kept"]] == [future, just_made]

@@ -288,3 +288,11 @@ def test_newest_real_unfinished_item_is_in_progress_not_a_future_one():
     assert [(entry["id"], entry["reasons"][0][:11]) for entry in result["keep"]] == [
         ("future", "dated in th"), ("running", "in progress"), ("good", "newest comp")]
     assert ids(result["delete"]) == ["dead"]
+
+
+@pytest.mark.parametrize("value,expected", [
+    (None, False), ("2026-03-12T02:34:59Z", False), ("2026-03-12T02:35:01Z", True), (at("2027-01-01"), True),
+    (datetime.datetime(2026, 3, 12, 2, 40), True),  # naive: UTC
+])
+def test_dated_in_future(value, expected):
+    assert retention.dated_in_future(value, now=NOW) is expected
