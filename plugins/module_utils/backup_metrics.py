@@ -24,6 +24,7 @@ __metaclass__ = type
 
 import datetime
 import json
+import math
 import os
 import stat
 
@@ -84,7 +85,7 @@ def _number(value):
         return "1" if value else "0"
     if isinstance(value, int):
         return str(value)
-    if value != value:  # NaN
+    if math.isnan(value):
         return "NaN"
     return repr(round(float(value), 3))
 
