@@ -25,6 +25,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.errors import 
 from ansible_collections.nl_biomero.database.plugins.module_utils.retention import (
     POLICY_KEYS,
     RetentionError,
+    validate_keep_incomplete,
     validate_policy,
 )
 
@@ -220,11 +221,12 @@ def normalize_config(raw):
         retention = dict(config["retention"])
         prune = _bool(retention.pop("prune_incomplete", False), "retention.prune_incomplete")
         try:
+            keep_incomplete = validate_keep_incomplete(retention.pop("keep_incomplete", None))
             policy = validate_policy(**retention)
         except (RetentionError, TypeError) as exc:
-            raise BackupRunError("configuration: retention: %s (keys: %s, prune_incomplete)"
+            raise BackupRunError("configuration: retention: %s (keys: %s, keep_incomplete, prune_incomplete)"
                                  % (exc, ", ".join(POLICY_KEYS)))
-        config["retention"] = dict(policy, prune_incomplete=prune)
+        config["retention"] = dict(policy, prune_incomplete=prune, keep_incomplete=keep_incomplete)
     config["lock_file"] = config["lock_file"] or os.path.join(config["backup_dir"], LOCK_NAME)
     return config
 

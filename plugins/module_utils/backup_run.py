@@ -56,7 +56,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.backup_config 
     resolve_password,
 )
 from ansible_collections.nl_biomero.database.plugins.module_utils.backup_metrics import (
-    render_metrics,
+    metrics_text,
     write_metrics,
     write_metrics_file,
 )
@@ -64,7 +64,6 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.backup_set imp
     BackupSet,
     BackupSetError,
     apply_retention,
-    list_backups,
 )
 from ansible_collections.nl_biomero.database.plugins.module_utils.dump import PgDump, DumpError
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import ContainerEngine, EngineError
@@ -360,7 +359,7 @@ class BackupRun:
                 result["restore_test"] = {"restorable": False, "error": str(exc)}
             if not result["restore_test"].get("restorable"):
                 result["rc"] = EXIT_FAILED
-        result["metrics_file"] = self._metrics()
+        result["metrics_file"] = self._metrics(result)
         result["duration_s"] = round(time.monotonic() - clock, 3)
         if result["rc"] != EXIT_OK:
             failure = manifest["error"] or (result["restore_test"] or {}).get("error") or "restore test failed"
@@ -459,12 +458,15 @@ class BackupRun:
             self.log("retention failed: %s" % exc, error=True)
             self.warnings.append("retention failed: %s" % exc)
             return {"error": str(exc)}
+        for text in plan["warnings"]:
+            self.log("retention: %s" % text, error=True)
+            self.warnings.append("retention: %s" % text)
         for item in plan["deleted"]:
             self.log("retention: deleted %s (%s)" % (item["name"], item["reason"]))
         return {"kept": [item["name"] for item in plan["keep"]], "deleted": [item["name"] for item in plan["deleted"]]}
 
-    def _metrics(self):
-        return write_metrics(self.config, self.log)
+    def _metrics(self, result=None):
+        return write_metrics(self.config, self.log, run=result)
 
     def _notify(self, status, set_path, error):
         if not self.config["notify_command"]:
@@ -505,7 +507,7 @@ def restore_test_module(backup_dir, set=None, components=None, engine="auto", ti
         result = restore_test(backup_dir, set_path=set_path, engine=engine, log=log, timeout=timeout,
                               components=components)
         if metrics_file:
-            write_metrics_file(metrics_file, render_metrics(list_backups(backup_dir)["sets"], backup_dir))
+            write_metrics_file(metrics_file, metrics_text(backup_dir))
     except (BackupRunError, BackupSetError, OSError) as exc:
         raise BackupRunError("restore test in %s: %s" % (backup_dir, exc), result={"log": log.lines})
     result.update(changed=True, log=log.lines)
