@@ -207,6 +207,36 @@ options:
     description: Seconds a throwaway container of the restore test gets to start.
     type: int
     default: 180
+  timeouts:
+    description:
+      - Seconds each part of the run may take; a part that takes longer is killed and fails, the
+        clients are started again and the set is finished as incomplete.
+    type: dict
+    suboptions:
+      engine_call:
+        description: A short engine call (inspect, a container command, stopping or starting a client on top of its stop timeout).
+        type: int
+        default: 120
+      dump:
+        description: One database (row counts, pg_dump, globals, verification).
+        type: int
+        default: 43200
+      copy:
+        description: One host folder or container folder.
+        type: int
+        default: 43200
+      restore_test:
+        description: The restore test of the set.
+        type: int
+        default: 43200
+      lock_wait:
+        description: How long pg_dump and the row counts wait for a table lock (pg_dump C(--lock-wait-timeout)).
+        type: int
+        default: 600
+      run:
+        description: The whole run; past it the run stops as on SIGTERM.
+        type: int
+        default: 72000
 notes:
   - Passwords never appear in argv, logs or the result.
 attributes:
