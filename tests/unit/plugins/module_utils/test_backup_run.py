@@ -1,5 +1,5 @@
-import fcntl
 import io
+import json
 import os
 import subprocess
 import sys
@@ -7,18 +7,21 @@ import sys
 import pytest
 
 from ansible_collections.nl_biomero.database.plugins.module_utils import backup_run as br
+from ansible_collections.nl_biomero.database.plugins.module_utils.job_lock import JobLock
 
 
-def test_lock_is_exclusive_and_released(tmp_path):
-    path = str(tmp_path / "lock")
-    with br.RunLock(path):
-        with pytest.raises(br.LockedError):
-            with br.RunLock(path):
-                pass
-    with br.RunLock(path):
-        pass
-    with open(path) as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+def test_locked_job_exits_75_naming_the_holder_and_touches_nothing(tmp_path):
+    backup_dir = tmp_path / "b"
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"backup_dir": str(backup_dir), "engine": "docker", "clients": ["omero"],
+                                "databases": [{"container": "c", "database": "d"}]}))
+    with JobLock(str(backup_dir / ".nl-biomero-backup.lock"), "upgrade of db-a"):
+        for extra in ([], ["--recover"], ["--restore-test"]):
+            stream = io.StringIO()
+            assert br.main(["--config", str(path)] + extra, stream=stream) == br.EXIT_LOCKED
+            assert "not starting: the lock %s is held by upgrade of db-a (pid %d" % (
+                backup_dir / ".nl-biomero-backup.lock", os.getpid()) in stream.getvalue()
+    assert sorted(os.listdir(str(backup_dir))) == [".nl-biomero-backup.lock"]
 
 
 def test_notify_gets_outcome_in_environment(tmp_path):
