@@ -81,6 +81,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.dump import Pg
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import ContainerEngine, EngineError
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import stream as engine_stream
 from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
+from ansible_collections.nl_biomero.database.plugins.module_utils.host_files import UnsafePathError
 from ansible_collections.nl_biomero.database.plugins.module_utils.job_lock import JobLock, LockBusyError
 from ansible_collections.nl_biomero.database.plugins.module_utils.job_state import (
     RunState,
@@ -371,7 +372,15 @@ def recover(config, log, environ=None):
     with ``clients_started``, ``set`` (the set it marked or None) and ``errors``.
     """
     path = state_path(config["lock_file"])
-    state = read_state(path)
+    try:
+        state = read_state(path)
+    except UnsafePathError as exc:
+        # not ours or not readable: moved aside (rename never follows a link), so it blocks no later run
+        aside = "%s.unusable-%s" % (path, utc_now_iso().replace(":", "-"))
+        os.rename(path, aside)
+        text = "%s; moved it to %s: look at it, start the clients it may name yourself" % (exc, aside)
+        log(text, error=True)
+        return {"clients_started": [], "set": None, "errors": [text], "dead_run": {}, "message": text}
     if state is None:
         return None
     timeouts = config["timeouts"]

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from harness import ENGINE, IMAGES, engine, run_module, unique
-from test_backup_run import COLLECTIONS, CLI, PYTHON, metric, metrics, run_cli, state, write_config
+from test_backup_run import COLLECTIONS, CLI, PYTHON, metric, metrics, restore_leftovers, run_cli, state, write_config
 
 LOCK = ".nl-biomero-backup.lock"
 
@@ -164,6 +164,21 @@ def test_a_slow_dump_and_the_run_ceiling_stop_the_run_with_clients_started_again
     assert state(client)["Running"]
     wait_for(lambda: not in_container(db.name, "pg_dump"), 20, "pg_dump to end in the database container")
     assert not os.path.exists(os.path.join(config["backup_dir"], LOCK + ".state"))
+
+
+def test_a_restore_test_past_its_timeout_fails_and_leaves_no_throwaway(stack):
+    tmp = stack["tmp"]
+    config = dict(stack["config"], restore_test=True, timeouts={"restore_test": 4})
+    proc = run_cli(write_config(str(tmp / "c.json"), config))
+    assert proc.returncode == 1, proc.stderr
+    manifest = sets_of(config["backup_dir"])[-1]
+    assert manifest["complete"] is True
+    assert manifest["restore_test"]["restorable"] is False
+    assert manifest["restore_test"]["error"] == ("the restore test (timeouts.restore_test) did not finish within 4 s "
+                                                 "and was stopped")
+    assert restore_leftovers() == ""
+    assert metric(metrics(config["metrics_file"]), "restore_test_success") == 0
+    assert state(stack["client"])["Running"]
 
 
 def test_a_held_table_lock_fails_the_dump_after_lock_wait(stack):
