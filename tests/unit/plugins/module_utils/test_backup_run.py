@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from ansible_collections.nl_biomero.database.plugins.module_utils import backup_run as br
+from ansible_collections.nl_biomero.database.plugins.module_utils import backup_run as br, job_recovery
 from ansible_collections.nl_biomero.database.plugins.module_utils.job_lock import JobLock
 
 
@@ -131,21 +131,21 @@ def test_recover_finishes_the_dead_runs_set_and_forgets_it(tmp_path):
     from ansible_collections.nl_biomero.database.plugins.module_utils.job_state import RunState, state_path
     config = _config(tmp_path)
     log = br.Log()
-    assert br.recover(config, log) is None  # nothing left: nothing done
+    assert job_recovery.recover(config, log) is None  # nothing left: nothing done
     dead = BackupSet.start(config["backup_dir"])
     dead.record_failure("d", "database", "boom")
     leftover = os.path.join(dead.path, ".d.2026.dump.tmp-0123456789ab")
     open(leftover, "w").close()
     state = RunState(state_path(config["lock_file"]))
     state.begin(dead.path, "stop")
-    recovered = br.recover(config, log)
+    recovered = job_recovery.recover(config, log)
     assert recovered["set"] == dead.path and recovered["errors"] == [] and recovered["clients_started"] == []
     assert recovered["message"].startswith("a run (pid %d, started " % os.getpid())
     entry = list_backups(config["backup_dir"])["sets"][0]
     assert entry["status"] == "incomplete" and "ended without finishing (killed?)" in entry["error"]
     assert "d.globals: not recorded" in entry["error"]
     assert not os.path.exists(leftover) and not os.path.exists(state_path(config["lock_file"]))
-    assert br.recover(config, log) is None
+    assert job_recovery.recover(config, log) is None
 
 
 def test_recover_moves_an_unusable_state_file_aside(tmp_path):
@@ -154,10 +154,10 @@ def test_recover_moves_an_unusable_state_file_aside(tmp_path):
     target = tmp_path / "elsewhere"
     target.write_text("{}")
     os.symlink(str(target), state_path(config["lock_file"]))
-    recovered = br.recover(config, br.Log())
+    recovered = job_recovery.recover(config, br.Log())
     assert "a symlink is refused" in recovered["errors"][0] and "moved it to" in recovered["message"]
     assert not os.path.lexists(state_path(config["lock_file"])) and target.read_text() == "{}"
-    assert br.recover(config, br.Log()) is None
+    assert job_recovery.recover(config, br.Log()) is None
 
 
 def test_timeouts_are_filled_and_checked(tmp_path):
