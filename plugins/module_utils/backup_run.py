@@ -102,6 +102,8 @@ EXIT_LOCKED = 75  # EX_TEMPFAIL: try again later
 NOTIFY_TIMEOUT = 120
 PROG = "nl-biomero-backup"
 HOLDER = "backup job"
+
+
 class LockedError(BackupRunError):
     """Another run, an upgrade or a restore holds the job's lock (the message names the holder)."""
 
