@@ -344,8 +344,8 @@ def test_lock_held_by_pg_backup_lock_makes_the_job_exit_75_naming_the_holder(sta
     config = stack["config"]
     os.makedirs(config["backup_dir"], 0o700)
     before = client_started_at(client)
-    held = run_module("nl_biomero.database.pg_backup_lock", {"backup_dir": config["backup_dir"],
-                                                            "holder": "upgrade of db-a", "wait": 5})
+    lock = {"backup_dir": config["backup_dir"], "holder": "upgrade of db-a"}
+    held = run_module("nl_biomero.database.pg_backup_lock", dict(lock, wait=5))
     assert not held.get("failed"), held
     try:
         path = write_config(str(tmp / "c.json"), config)
@@ -357,7 +357,6 @@ def test_lock_held_by_pg_backup_lock_makes_the_job_exit_75_naming_the_holder(sta
         assert sorted(os.listdir(config["backup_dir"])) == [LOCK, LOCK + ".holder"]
         assert not os.path.exists(str(tmp / "notified"))
     finally:
-        released = run_module("nl_biomero.database.pg_backup_lock", {"backup_dir": config["backup_dir"],
-                                                                    "holder": "upgrade of db-a", "state": "released"})
+        released = run_module("nl_biomero.database.pg_backup_lock", dict(lock, state="released"))
     assert released["changed"]
     assert run_cli(path).returncode == 0
