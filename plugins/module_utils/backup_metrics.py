@@ -15,7 +15,7 @@ backup directory (:data:`LAST_RUN_NAME`) that also counts consecutive
 incomplete runs across retention; restore-test metrics carry no set label
 (no new series per night); sets dated in the future (a wrong clock) count for
 nothing and are counted apart; ``clients_left_stopped`` is the length of the
-job's list of clients it stopped and has not started again (``<lock>.clients``).
+job's list of clients it stopped and has not started again (its state file, job_state).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -28,7 +28,7 @@ import math
 import os
 import stat
 
-from ansible_collections.nl_biomero.database.plugins.module_utils import archive
+from ansible_collections.nl_biomero.database.plugins.module_utils import archive, job_state
 from ansible_collections.nl_biomero.database.plugins.module_utils.backup_set import (
     BackupSetError,
     list_backups,
@@ -41,7 +41,6 @@ METRIC_PREFIX = "nl_biomero_backup_"
 # The record of the last run, in the backup directory (hidden: the catalogue ignores it).
 LAST_RUN_NAME = ".nl-biomero-backup.last-run.json"
 # Beside the lock file: the JSON list of client containers a run stopped and has not started again.
-CLIENTS_SUFFIX = ".clients"
 
 _HELP = {
     "last_run_timestamp_seconds": "When the last backup run finished (unix time).",
@@ -257,18 +256,15 @@ def record_run(backup_dir, run, sets=None, now=None):
 
 
 def clients_left_stopped(lock_file):
-    """How many clients the job's list beside ``lock_file`` names (0: no list; None: unreadable)."""
+    """How many clients the job's state file (job_state, beside ``lock_file``) says it left stopped (None: unreadable)."""
     if not lock_file:
         return 0
     try:
-        data = _read_json(lock_file + CLIENTS_SUFFIX)
-    except (OSError, ValueError):
+        state = job_state.read_state(job_state.state_path(lock_file))
+    except (NlbError, OSError):
         return None
-    if data is None:
-        return 0
-    if isinstance(data, dict):
-        data = data.get("clients")
-    return len(data) if isinstance(data, list) else None
+    clients = (state or {}).get("clients") or []
+    return len(clients) if isinstance(clients, list) else None
 
 
 def metrics_text(backup_dir, components=(), lock_file=None, now=None):

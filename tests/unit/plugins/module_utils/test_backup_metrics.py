@@ -163,12 +163,13 @@ def test_a_set_from_the_future_counts_for_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("content,expected", [
-    (None, 0), ('["omeroserver", "metabase"]', 2), ('{"clients": ["omeroserver"]}', 1), ("[]", 0), ("not json", None),
+    (None, 0), ('{"clients": ["omeroserver", "metabase"], "set": "/b/s"}', 2), ('{"clients": ["omeroserver"]}', 1),
+    ('{"clients": []}', 0), ("{}", 0), ('["omeroserver"]', None), ("not json", None),
 ])
 def test_clients_left_stopped(tmp_path, content, expected):
     lock = str(tmp_path / ".nl-biomero-backup.lock")
     if content is not None:
-        (tmp_path / ".nl-biomero-backup.lock.clients").write_text(content)
+        (tmp_path / ".nl-biomero-backup.lock.state").write_text(content)  # job_state's file
     assert bm.clients_left_stopped(lock) == expected
     value = metric(parse(bm.metrics_text(str(tmp_path), lock_file=lock, now=NOW)), "clients_left_stopped")
     assert math.isnan(value) if expected is None else value == expected
