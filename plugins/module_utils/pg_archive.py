@@ -5,10 +5,10 @@
 
 No container and no engine here (the I/O is :mod:`restore`): parsing pg_dump
 archive headers (reading only a file's first bytes), the version rule, the
-``pg_restore --list`` table of contents, making a globals script safe for a
-cluster that has roles already, option checks, the plan for the target
-database, and the pg_restore/psql argv. :mod:`upgrade` uses the argv and
-globals rules too.
+``pg_restore --list`` table of contents, option checks, the plan for the
+target database, and the pg_restore/psql argv. :mod:`upgrade` uses the argv
+rules too. (A globals script is made safe by :mod:`globals_sql`, the database's
+own properties are read by :mod:`db_properties`.)
 """
 
 from __future__ import absolute_import, division, print_function
@@ -278,75 +278,6 @@ def parse_toc_list(lines, known_roles=()):
 def read_toc(pipe, known_roles=()):
     """:func:`parse_toc_list` of a binary stream (the stdout of ``pg_restore --list``), line by line."""
     return parse_toc_list((line.decode("utf-8", "replace") for line in pipe), known_roles)
-
-
-_IDENT = r'(?:"(?:[^"]|"")+"|[^\s";]+)'
-_CREATE_ROLE = re.compile(r"^CREATE ROLE (%s);\s*$" % _IDENT)
-_ROLE_STMT = re.compile(r"^(?:ALTER ROLE|COMMENT ON ROLE) (%s)[ ;].*;\s*$" % _IDENT)
-_CREATE_TABLESPACE = re.compile(r"^CREATE TABLESPACE (%s) .*;\s*$" % _IDENT)
-_TABLESPACE_STMT = re.compile(r"^(?:ALTER TABLESPACE|COMMENT ON TABLESPACE) (%s) .*;\s*$" % _IDENT)
-
-
-def unquote_ident(text):
-    """'"My Role"' -> 'My Role'; bare names as printed by pg_dumpall stay as they are."""
-    if len(text) >= 2 and text.startswith('"') and text.endswith('"'):
-        return text[1:-1].replace('""', '"')
-    return text
-
-
-def filter_globals(text, existing_roles, existing_tablespaces=()):
-    """Make a ``pg_dumpall --globals-only`` script safe to run on a cluster that already has some roles.
-
-    Roles (and tablespaces) that exist in the target are left exactly as they
-    are: their CREATE, ALTER (attributes, password, settings) and COMMENT
-    statements are commented out. Running them would fail ("role already
-    exists") or, worse, silently reset the password and attributes of the
-    target's own superuser to those of the source cluster. Missing roles are
-    created with their attributes; role memberships (GRANT) are applied.
-
-    Returns (script, {'roles_created', 'roles_skipped', 'tablespaces_created', 'tablespaces_skipped'}).
-    """
-    roles = set(existing_roles)
-    spaces = set(existing_tablespaces)
-    report = {"roles_created": [], "roles_skipped": [], "tablespaces_created": [], "tablespaces_skipped": []}
-    out = []
-    for line in text.splitlines():
-        match = _CREATE_ROLE.match(line)
-        if match:
-            name = unquote_ident(match.group(1))
-            if name in roles:
-                report["roles_skipped"].append(name)
-                out.append("-- skipped, the role exists in the target: CREATE ROLE")
-                continue
-            report["roles_created"].append(name)
-            out.append(line)
-            continue
-        match = _ROLE_STMT.match(line)
-        if match and unquote_ident(match.group(1)) in roles:
-            out.append("-- skipped, the role exists in the target: %s ROLE" % line.split(" ", 1)[0])
-            continue
-        match = _CREATE_TABLESPACE.match(line)
-        if match:
-            name = unquote_ident(match.group(1))
-            if name in spaces:
-                report["tablespaces_skipped"].append(name)
-                out.append("-- skipped, the tablespace exists in the target: CREATE TABLESPACE")
-                continue
-            report["tablespaces_created"].append(name)
-            out.append(line)
-            continue
-        match = _TABLESPACE_STMT.match(line)
-        if match and unquote_ident(match.group(1)) in spaces:
-            out.append("-- skipped, the tablespace exists in the target")
-            continue
-        out.append(line)
-    return "\n".join(out) + "\n", report
-
-
-def globals_roles(text):
-    """Names of the roles a globals script creates (CREATE ROLE lines)."""
-    return [unquote_ident(match.group(1)) for match in (_CREATE_ROLE.match(line) for line in text.splitlines())
-            if match]
 
 
 def conninfo_dbname(database):

@@ -54,6 +54,12 @@ import uuid
 from ansible_collections.nl_biomero.database.plugins.module_utils import archive
 from ansible_collections.nl_biomero.database.plugins.module_utils.dump_rules import default_jobs
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import EngineError, stream
+# The one globals filter (quote-aware; upgrade imports filter_globals from here too).
+from ansible_collections.nl_biomero.database.plugins.module_utils.globals_sql import (
+    GlobalsError,
+    filter_globals,
+    globals_roles,
+)
 # The pure rules of a restore live in pg_archive; these names stay importable from here (upgrade uses them).
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_archive import (
     RestoreError,
@@ -63,8 +69,6 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.pg_archive imp
     describe_objects,
     describe_plan,
     failure_state,
-    filter_globals,
-    globals_roles,
     inspect_archive,
     parse_id_output,
     pg_restore_argv,
@@ -280,7 +284,11 @@ class PgRestore:
         plan["checksum_verified"] = self._verify_checksum(manifest)
         if p["globals"]:
             plan["globals_path"], gtext = self._read_globals(manifest)
-            plan["globals_script"], plan["globals_report"] = filter_globals(gtext, roles, facts["tablespaces"])
+            try:
+                plan["globals_script"], plan["globals_report"] = filter_globals(gtext, roles, facts["tablespaces"])
+            except GlobalsError as exc:
+                raise RestoreError("the globals file %s cannot be used: %s (nothing was restored)"
+                                   % (plan["globals_path"], exc))
         # jobs: parallel restore needs pg_restore to seek in a file inside the container
         jobs = p["jobs"]
         if jobs is None:
@@ -340,7 +348,10 @@ class PgRestore:
         if not os.path.isfile(path):
             return []
         with open(path, "rb") as handle:
-            return globals_roles(handle.read().decode("utf-8", "replace"))
+            try:
+                return globals_roles(handle.read().decode("utf-8", "replace"))
+            except GlobalsError as exc:
+                raise RestoreError("the globals file %s cannot be used: %s (nothing was restored)" % (path, exc))
 
     def _read_globals(self, manifest):
         path = self._globals_file(manifest)

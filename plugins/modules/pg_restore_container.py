@@ -93,12 +93,19 @@ options:
         M(nl_biomero.database.pg_dump_container) wrote beside the archive (C(globals_file) of the manifest,
         else C(<src>.globals.sql); the output of C(pg_dumpall --globals-only)). Its sha256 is checked
         against the manifest when O(verify_checksum) applies.
-      - Roles and tablespaces that already exist in the target are left exactly as they are (their
-        C(CREATE), C(ALTER) and C(COMMENT) statements are skipped). Running them would fail with
-        C(role already exists) for the cluster superuser, or worse, reset its password and attributes
-        to those of the source cluster. Missing roles are created with their attributes and passwords,
-        and role memberships are granted. The script then runs with C(ON_ERROR_STOP), so any other error
-        fails the task (roles created before the error remain; roles are cluster-wide).
+      - The file comes from the source cluster, where any login role can put text of its choosing into it
+        (its own settings, comments). So it is never rewritten line by line; a quote-aware reader splits it
+        into statements, and only statements of known shapes are kept, verbatim, and only about roles and
+        tablespaces the target lacks (C(CREATE ROLE), C(ALTER ROLE ... WITH|SET|RESET), C(COMMENT ON ROLE),
+        memberships and parameter grants whose grantee is a role created here, C(CREATE|ALTER|COMMENT ON
+        TABLESPACE), and the session C(SET)s of C(pg_dumpall)). Everything else (other statements, psql
+        meta-commands such as C(\restrict)) is left out and counted in RV(globals.statements_left_out).
+      - Roles and tablespaces that already exist in the target are left exactly as they are and gain no
+        membership. Running their statements would fail with C(role already exists) for the cluster
+        superuser, or worse, reset its password and attributes to those of the source cluster. Missing
+        roles are created with their attributes and password hashes. The script runs with
+        C(ON_ERROR_STOP), so any error fails the task (roles created before the error remain; roles are
+        cluster-wide).
       - The result's RV(globals) lists the roles created and left alone.
     type: bool
     default: false
@@ -340,6 +347,12 @@ globals:
       elements: str
     tablespaces_skipped:
       description: Tablespaces that existed and were left untouched.
+      type: list
+      elements: str
+    statements_left_out:
+      description:
+        - Statements of the file that were not run because they are not one of the kept shapes, named by
+          their first keywords (never their text), for example C(psql meta-command) or C(SELECT).
       type: list
       elements: str
 actions:
