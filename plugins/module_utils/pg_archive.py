@@ -21,6 +21,7 @@ import posixpath
 import re
 import tarfile
 
+from ansible_collections.nl_biomero.database.plugins.module_utils.db_properties import describe_options, is_database_entry
 from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools import major_version
 
@@ -236,19 +237,23 @@ _TOC_CREATED = "; Archive created at"
 
 
 def parse_toc_list(lines, known_roles=()):
-    """``pg_restore --list`` output (an iterable of lines) -> summary dict.
+    """``pg_restore [--create] --list`` output (an iterable of lines) -> summary dict.
 
     Keys: created (the '; Archive created at' line every readable archive's
     listing has, None without it), header (the '; Name: value' comments), entries (count), table_data
     (TABLE DATA entries: tables restored with their rows), large_objects,
     missing_owners (owners of entries that are not in ``known_roles``; the
     owner is the last word of an entry, and as a role name may contain
-    spaces, an entry ending in ' <known role>' counts as owned by it).
+    spaces, an entry ending in ' <known role>' counts as owned by it),
+    database_entries (the lines of the database object's own entries, which
+    ``--create`` lists; they are not counted in entries nor owners: they are
+    the database's properties, see :mod:`db_properties`).
     Works line by line: a list of millions of entries is not held in memory.
     """
     suffixes = tuple(" " + role for role in known_roles)
     header = {}
-    summary = {"created": None, "header": header, "entries": 0, "table_data": 0, "large_objects": 0}
+    summary = {"created": None, "header": header, "entries": 0, "table_data": 0, "large_objects": 0,
+               "database_entries": []}
     missing = set()
     for line in lines:
         line = line.rstrip("\r\n")
@@ -261,6 +266,9 @@ def parse_toc_list(lines, known_roles=()):
             continue
         match = _TOC_LINE.match(line)
         if not match:
+            continue
+        if is_database_entry(line):
+            summary["database_entries"].append(line)
             continue
         entry = match.group(4)
         summary["entries"] += 1
@@ -421,6 +429,7 @@ def plan_result(plan):
         "toc_entries": toc.get("entries") if toc else None,
         "tables_restored": toc.get("table_data") if toc else None,
         "globals": dict(report, path=plan["globals_path"]) if report else None,
+        "database_properties": (plan.get("properties") or {}).get("report"),
         "actions": [],
         "tables": [],
         "row_counts": {},
@@ -463,14 +472,23 @@ def planned_actions(plan, params, database):
                           or "none", ", ".join(report["roles_skipped"] + report["tablespaces_skipped"]) or "none"))
     tool = "psql" if plan["info"]["format"] == "plain" else "pg_restore"
     feed = _feed_text(plan, params["staging_dir"])
+    properties = (plan.get("properties") or {}).get("report")
     if plan["kind"] in ("create", "replace"):
-        actions.append("create a staging database (owner %s, from template0) and restore into it with %s: %s"
-                       % (plan["owner"], tool, feed))
+        options = describe_options((properties or {}).get("create_options", {}))
+        actions.append("create a staging database (owner %s, from template0%s) and restore into it with %s: %s"
+                       % (plan["owner"], ", %s from the archive" % options if options else "", tool, feed))
     else:
         actions.append("restore into database '%s' with %s%s: %s" % (
             database, tool, " --clean --if-exists" if plan["kind"] == "clean" else "", feed))
     if params["analyze"]:
         actions.append("ANALYZE the restored database")
+    if properties and properties["applied"]:
+        actions.append("apply the archive's database-level properties to it: %s" % " ".join(properties["applied"]))
+    if properties and properties["left_out"]:
+        actions.append("leave out the database-level properties naming roles the target lacks: %s"
+                       % " ".join(item["statement"] for item in properties["left_out"]))
+    if properties and properties["note"]:
+        actions.append(properties["note"])
     if plan["kind"] == "create":
         actions.append("rename the staging database to '%s'" % database)
     elif plan["kind"] == "replace":

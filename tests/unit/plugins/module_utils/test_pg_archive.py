@@ -254,6 +254,16 @@ def test_parse_toc_list():
     assert toc["header"]["Dump Version"] == "1.16-0"
     assert toc["header"]["Dumped by pg_dump version"].startswith("17.12")
     assert toc["missing_owners"] == ["omero"]
+    assert toc["database_entries"] == []
+
+
+def test_parse_toc_list_keeps_the_database_entries_apart():
+    """``--create --list`` adds the database's own entries: listed apart, not counted, their owner not checked."""
+    database = ("3419; 1262 16386 DATABASE - appdb dbowner\n3420; 0 0 COMMENT - DATABASE appdb dbowner\n"
+                "3421; 0 0 ACL - DATABASE appdb dbowner\n3422; 0 0 DATABASE PROPERTIES - appdb dbowner\n")
+    toc = pg_archive.parse_toc_list(io.StringIO(TOC + database), known_roles=["app", "my role"])
+    assert toc["entries"] == 10 and toc["missing_owners"] == ["omero"]
+    assert toc["database_entries"] == database.splitlines()
 
 
 def test_parse_toc_list_reports_every_unknown_owner():
