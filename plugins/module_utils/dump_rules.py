@@ -308,7 +308,6 @@ def check_tar_archive(path):
     return count
 
 
-
 # --------------------------------------------------------------------------
 # zstd and lz4 frames of a directory archive's data files
 # --------------------------------------------------------------------------

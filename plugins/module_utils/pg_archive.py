@@ -536,4 +536,3 @@ def parse_id_output(text):
     if not match:
         raise RestoreError("cannot read the container user's uid/gid from: %r" % (text,))
     return int(match.group(1)), int(match.group(2))
-

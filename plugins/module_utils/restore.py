@@ -466,8 +466,8 @@ class PgRestore:
         rc, out, err = self.pg.engine.exec_run(self.container, ["sh", "-c", 'cat > "$1"', "sh", path],
                                                input_bytes=text.encode("utf-8", "surrogateescape"))
         if rc != 0:
-            raise RestoreError("writing %s in container '%s' failed: %s" % (path, self.container,
-                                                                          err.strip() or out.strip()))
+            raise RestoreError("writing %s in container '%s' failed: %s"
+                               % (path, self.container, err.strip() or out.strip()))
         return path
 
     # -- staging inside the container ------------------------------------------

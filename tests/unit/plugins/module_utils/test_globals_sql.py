@@ -140,7 +140,6 @@ ALTER TABLESPACE fast SET (random_page_cost='1.1');
 '''
 
 
-
 def test_ordinary_globals_leave_existing_roles_alone():
     script, report = filter_globals(GLOBALS, ["app", "postgres"], ["pg_default", "pg_global", "fast"])
     assert report == {"roles_created": ["nlb_reader", 'Odd "Role"'], "roles_skipped": ["app"],

@@ -408,7 +408,6 @@ def test_stderr_hints():
     assert pg_archive.stderr_hint("something else") == ""
 
 
-
 def test_struct_sanity():
     # the test helper writes little-endian ints like pg_dump does on any platform
     assert _int(1) == b"\x00" + struct.pack("<I", 1)
