@@ -244,3 +244,10 @@ def test_pg_backup_set_documentation_follows_the_schema():
     assert set(documented) == set(spec)
     for key, option in spec.items():
         _same_as_documented(option, documented[key], key)
+
+
+def test_sets_verify_whole_archives_by_default():
+    config = bc.normalize_config({"backup_dir": "/b", "databases": [{"container": "c", "database": "d"}]})
+    assert config["databases"][0]["verify"] == "full"
+    with pytest.raises(bc.NlbError, match="verify 'fast' is not one of full, toc, none"):
+        bc.normalize_config({"backup_dir": "/b", "databases": [{"container": "c", "database": "d", "verify": "fast"}]})
