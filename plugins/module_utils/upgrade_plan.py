@@ -342,7 +342,7 @@ def compare_fingerprints(before, after):
     newer major's predefined roles); smoke query results must be equal.
     Database-level properties and, per role of ``before``, its attributes,
     settings, memberships, comment and password digest must be equal (when
-    both fingerprints have them), and ``after`` must not be write-fenced.
+    both fingerprints have them), and a write fence must be up in both or in neither.
     """
     differences = []
     before_dbs = before.get("databases") or {}
@@ -358,9 +358,9 @@ def compare_fingerprints(before, after):
         differences += _compare_maps("%s: smoke query on" % database, old.get("smoke") or {}, new.get("smoke") or {})
         if "properties" in old and "properties" in new:
             differences += _compare_maps("%s: database property" % database, old["properties"], new["properties"])
-        if new.get("write_fence"):
-            differences.append("%s: the write fence is still up (default_transaction_read_only set by "
-                               "nl_biomero.write_fence)" % database)
+        if bool(old.get("write_fence")) != bool(new.get("write_fence")):
+            differences.append("%s: the write fence (nl_biomero.write_fence) is %s before, %s after" % (
+                database, "up" if old.get("write_fence") else "down", "up" if new.get("write_fence") else "down"))
     missing_roles = sorted(set(before.get("roles") or []) - set(after.get("roles") or []))
     if missing_roles:
         differences.append("roles missing: %s" % ", ".join(missing_roles))

@@ -29,13 +29,12 @@ BEFORE = {"databases": {"omero": {"tables": {"public.job": 3}, "sequences": {}, 
 
 def _after(change=None):
     after = copy.deepcopy(BEFORE)
-    after["databases"]["omero"]["write_fence"] = False
     if change:
         change(after)
     return after
 
 
-def test_equal_properties_and_a_fenced_before_make_no_difference():
+def test_equal_properties_make_no_difference():
     assert plan.compare_fingerprints(BEFORE, _after()) == []
 
 
@@ -55,7 +54,8 @@ def _role(key, value, role="reader"):
     (_prop("owner", "postgres"), "omero: database property owner: omero before, postgres after"),
     (_prop("collate", "en_US.UTF-8"), "omero: database property collate"),
     (_prop("connection_limit", 5), "omero: database property connection_limit: -1 before, 5 after"),
-    (lambda fp: fp["databases"]["omero"].update(write_fence=True), "omero: the write fence is still up"),
+    (lambda fp: fp["databases"]["omero"].update(write_fence=False),
+     "omero: the write fence (nl_biomero.write_fence) is up before, down after"),
     (_role("attributes", dict(ROLE["attributes"], superuser=True)), "role reader: attributes"),
     (_role("member_of", []), "role reader: member_of: [['pg_monitor', False]] before, [] after"),
     (_role("settings", ["search_path=x"]), "role reader: settings"),
@@ -65,6 +65,13 @@ def _role(key, value, role="reader"):
 def test_each_lost_property_is_a_difference(change, expected):
     differences = plan.compare_fingerprints(BEFORE, _after(change))
     assert len(differences) == 1 and differences[0].startswith(expected), differences
+
+
+def test_a_fence_left_up_is_a_difference():
+    before = copy.deepcopy(BEFORE)
+    before["databases"]["omero"]["write_fence"] = False
+    assert plan.compare_fingerprints(before, BEFORE) == [
+        "omero: the write fence (nl_biomero.write_fence) is down before, up after"]
 
 
 def test_password_digests_are_never_shown():
