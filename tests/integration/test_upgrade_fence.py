@@ -214,7 +214,8 @@ def _properties(pg):
                           "ON r.oid = s.setrole WHERE r.rolname = 'reader' AND s.setdatabase <> 0"),
         "reader": q("SELECT rolconnlimit || ' ' || rolvaliduntil AT TIME ZONE 'UTC' || ' ' || rolcanlogin "
                     "FROM pg_roles WHERE rolname = 'reader'"),
-        "members": q("SELECT string_agg(pg_get_userbyid(roleid) || ':' || admin_option, ',' ORDER BY 1) "
+        "members": q("SELECT string_agg(pg_get_userbyid(roleid) || ':' || admin_option, ',' "
+                     "ORDER BY pg_get_userbyid(roleid)) "
                      "FROM pg_auth_members WHERE member = 'reader'::regrole"),
         "extra": q("SELECT pg_get_userbyid(datdba) || ' ' || shobj_description(oid, 'pg_database') "
                    "FROM pg_database WHERE datname = 'extra'"),
