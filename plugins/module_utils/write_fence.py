@@ -57,7 +57,7 @@ def setting_map(setconfig):
     """{name: value} of a pg_db_role_setting ``setconfig`` list ('name=value' items)."""
     out = {}
     for item in setconfig or []:
-        name, _, value = item.partition("=")
+        name, value = item.split("=", 1) if "=" in item else (item, "")
         out[name] = value
     return out
 
@@ -202,7 +202,7 @@ class WriteFence:
                                     self.pg.container, self.wait_timeout),
                                  {"sessions_ended": sorted(ended.values(), key=lambda s: s["pid"])})
             time.sleep(self.poll)
-        return [dict((k, v) for k, v in s.items() if k != "ended") for _, s in sorted(ended.items())]
+        return [dict((k, v) for k, v in ended[pid].items() if k != "ended") for pid in sorted(ended)]
 
     def on(self, databases=None, terminate=True, check_mode=False):
         known = self.databases()

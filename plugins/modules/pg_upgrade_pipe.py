@@ -23,7 +23,7 @@ description:
     O(owners)); an existing one must be empty (as the one the image creates from E(POSTGRES_DB)). Each restored
     database is analyzed.
   - Then the database-level properties of each database are carried, in one transaction (read from
-    C(pg_dump --create --schema-only) of the source, only the database's own statements kept): owner,
+    C(pg_dump --create --schema-only) of the source, only the database's own statements kept) - owner,
     connection limit, ACL (for example C(REVOKE CONNECT ... FROM PUBLIC)), comment, C(ALTER DATABASE ... SET)
     settings and C(ALTER ROLE ... IN DATABASE ... SET) settings. A write fence of the source
     (M(nl_biomero.database.pg_write_fence)) that came with them is lifted in the target.

@@ -63,11 +63,11 @@ def source(request):
 def run_role(tmp_path, instance, entry="main", **role_vars):
     """Run the postgres_upgrade role (entry point ``entry``) on one instance; (rc, report, output)."""
     report = tmp_path / ("report-%s-%d.json" % (entry, time.monotonic_ns()))
-    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [{"block": [
-        {"name": "role", "ansible.builtin.include_role": {"name": "nl_biomero.database.postgres_upgrade",
-                                                           "tasks_from": entry}}],
-        "always": [{"name": "save the report", "ansible.builtin.copy": {
-            "content": "{{ postgres_upgrade_report | default([]) | to_json }}", "dest": str(report)}}]}]}]
+    role = {"name": "role", "ansible.builtin.include_role": {"name": "nl_biomero.database.postgres_upgrade",
+                                                             "tasks_from": entry}}
+    save = {"name": "save the report", "ansible.builtin.copy": {
+        "content": "{{ postgres_upgrade_report | default([]) | to_json }}", "dest": str(report)}}
+    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [{"block": [role], "always": [save]}]}]
     variables = {"postgres_upgrade_instances": [dict({"clients": [], "kind": "none"}, **instance)],
                  "postgres_upgrade_target_image": IMAGES[17], "postgres_upgrade_engine": ENGINE,
                  "postgres_upgrade_dump_dir": str(tmp_path / "dumps"), "postgres_upgrade_wait_timeout": 60,

@@ -238,7 +238,7 @@ def test_pipe_creates_a_missing_database_with_the_source_locale_then_lifts_a_car
     source = _PipePg("old", ["true"])
     target = _PipePg("new", ["true"], databases=["postgres"], settings=fenced)
     moved = upgrade.Pipe(source, target).copy_properties("omero", owner="omero")
-    create, properties, lift = [script for _, script in target.tools]
+    create, properties, lift = [tool[1] for tool in target.tools]
     assert create == ("CREATE DATABASE \"omero\" WITH TEMPLATE = template0 ENCODING = 'UTF8' "
                       "LOCALE_PROVIDER = libc LOCALE = 'C.UTF-8' OWNER = \"omero\";")
     assert "ALTER DATABASE \"omero\" SET work_mem TO '12MB';" in properties

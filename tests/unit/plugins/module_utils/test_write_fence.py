@@ -44,7 +44,7 @@ def test_unfenced_settings_are_the_settings_before_the_fence():
 
 
 def _statements(sql):
-    return [text for text, _ in split_statements(sql)]
+    return [statement[0] for statement in split_statements(sql)]
 
 
 def test_fence_and_lift_statements_quote_any_database_name():
