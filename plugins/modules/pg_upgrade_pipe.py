@@ -19,8 +19,15 @@ description:
     Nothing is written to disk and nothing is held in memory; the source volume is the safety copy.
   - First copies the roles and tablespaces the target lacks (C(pg_dumpall --globals-only), existing roles such as
     the target's superuser are left alone).
-  - A database missing in the target is created (C(template0), owner from O(owners)); an existing one must be empty
-    (as the one the image creates from E(POSTGRES_DB)). Each restored database is analyzed.
+  - A database missing in the target is created (C(template0), the source's encoding and locale, owner from
+    O(owners)); an existing one must be empty (as the one the image creates from E(POSTGRES_DB)). Each restored
+    database is analyzed.
+  - Then the database-level properties of each database are carried, in one transaction (read from
+    C(pg_dump --create --schema-only) of the source, only the database's own statements kept) - owner,
+    connection limit, ACL (for example C(REVOKE CONNECT ... FROM PUBLIC)), comment, C(ALTER DATABASE ... SET)
+    settings and C(ALTER ROLE ... IN DATABASE ... SET) settings. A write fence of the source
+    (M(nl_biomero.database.pg_write_fence)) that came with them is lifted in the target.
+  - O(empty_databases) are created the same way, with their properties and without data.
   - Fails with the tool's error output on the first database that fails; what was restored stays in the target
     (the role discards the whole target on failure).
 author:
@@ -48,6 +55,11 @@ options:
   maintenance_work_mem:
     description: C(maintenance_work_mem) of the restoring session (index builds).
     type: str
+  empty_databases:
+    description: Databases without objects to create in the target with their properties only (after O(databases)).
+    type: list
+    elements: str
+    default: []
 attributes:
   check_mode:
     support: none
@@ -61,6 +73,7 @@ attributes:
 seealso:
   - module: nl_biomero.database.pg_dump_container
   - module: nl_biomero.database.pg_restore_container
+  - module: nl_biomero.database.pg_write_fence
 """
 
 EXAMPLES = r"""
@@ -73,7 +86,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 databases:
-  description: Per database, the bytes streamed and the seconds it took.
+  description: Per database (O(databases), then O(empty_databases)), the bytes streamed, the seconds it took and
+    the number of C(properties) statements applied.
   returned: success
   type: list
   elements: dict
@@ -102,6 +116,7 @@ def main():
             owners=dict(type="dict", default={}),
             globals=dict(type="bool", default=True),
             maintenance_work_mem=dict(type="str"),
+            empty_databases=dict(type="list", elements="str", default=[]),
         ),
         supports_check_mode=False,
     )
