@@ -107,7 +107,7 @@ options:
         default: []
       verify:
         description:
-          - How the dump is read back before it counts (M(nl_biomero.database.pg_dump_container) O(verify)).
+          - How the dump is read back before it counts (O(nl_biomero.database.pg_dump_container#module:verify)).
           - V(full) reads the whole archive in the container (a cut archive fails), V(toc) only its table of
             contents.
         type: str

@@ -13,6 +13,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools impor
 # archive headers
 # --------------------------------------------------------------------------
 
+
 def _int(value, int_size=4):
     return bytes([1 if value < 0 else 0]) + abs(value).to_bytes(int_size, "little")
 
@@ -47,8 +48,8 @@ def test_header_of_a_17_custom_archive():
 
 @pytest.mark.parametrize("level,expected", [(-1, "gzip"), (0, "none"), (6, "gzip")])
 def test_header_of_a_15_archive_has_a_compression_level(level, expected):
-    info = pg_archive.parse_archive_header(make_header((1, 14, 0), fmt=3, compression=level, server="15.14",
-                                                    dump="15.14"))
+    header = make_header((1, 14, 0), fmt=3, compression=level, server="15.14", dump="15.14")
+    info = pg_archive.parse_archive_header(header)
     assert info["archive_version"] == "1.14-0"
     assert info["format"] == "tar"
     assert info["compression"] == expected
@@ -203,8 +204,8 @@ def test_versions_accepted(info, target, tool_version):
 
 def test_newer_dump_is_refused_naming_both_versions():
     with pytest.raises(RestoreError) as exc:
-        pg_archive.check_versions(_info("17.6 (Debian)", "17.6 (Debian)"), "omero-db", "15.14 (Debian)", "pg_restore",
-                               "15.14 (Debian)")
+        pg_archive.check_versions(_info("17.6 (Debian)", "17.6 (Debian)"), "omero-db", "15.14 (Debian)",
+                                  "pg_restore", "15.14 (Debian)")
     text = str(exc.value)
     assert "PostgreSQL 17.6" in text and "pg_dump 17.6" in text and "PostgreSQL 15.14" in text
     assert "pg_restore 15.14" in text and "'omero-db'" in text and "PostgreSQL 17 or newer" in text
@@ -292,7 +293,7 @@ def test_pg_restore_argv_streamed():
 
 def test_pg_restore_argv_everything():
     argv = pg_archive.pg_restore_argv("omero", path="/tmp/nlb-pg_archive.x/archive", jobs=4, no_owner=True,
-                                   no_privileges=True, clean=True, role="omero_app")
+                                      no_privileges=True, clean=True, role="omero_app")
     assert argv == ["pg_restore", "--exit-on-error", "--no-password", "--dbname=dbname='omero'", "--jobs=4",
                     "--no-owner", "--no-privileges", "--clean", "--if-exists", "--role=omero_app",
                     "/tmp/nlb-pg_archive.x/archive"]
