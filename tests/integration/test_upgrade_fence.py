@@ -151,6 +151,8 @@ def test_unlisted_writer_is_fenced_and_the_upgrade_completes_with_every_committe
     assert rc == 0, output[-3000:]
     (entry,) = report
     assert entry["outcome"] == "upgraded" and entry["to"] == 17, entry
+    print("%s: writer committed %d rows, saw %d error lines; fence step %.2f s, downtime %.1f s" % (
+        strategy, len(writer.committed), len(writer.errors), entry["steps_s"]["fence"], entry["downtime_s"]))
     # The writer saw the fence: its session was ended, then every write was refused.
     ended = [s for s in entry["write_fence"]["sessions_ended"] if s["application_name"] == "unlisted-writer"]
     assert ended and ended[0]["database"] == DB and ended[0]["user"] == USER
