@@ -229,12 +229,7 @@ def _as_reader(pg, sql):
                   "-d", DB, "-c", sql).stdout.strip()
 
 
-@pytest.mark.parametrize("strategy", [
-    "pipe",
-    pytest.param("dump_restore", marks=pytest.mark.xfail(
-        strict=True, reason="issue 10 item 2, restore side: pg_restore_container does not carry database "
-                            "properties yet, so verification refuses the upgrade (rolled back)")),
-])
+@pytest.mark.parametrize("strategy", ["pipe", "dump_restore"])
 def test_database_properties_survive_the_upgrade(source, tmp_path, strategy):
     source.psql(PROPERTIES_SQL)
     before = _properties(source)
