@@ -173,21 +173,23 @@ def test_unlisted_writer_is_fenced_and_the_upgrade_completes_with_every_committe
     assert _settings(source) == "" and _accepts_writes(source).returncode == 0
 
 
-def _broken_image():
-    if engine("image", "inspect", BROKEN_IMAGE, check=False).returncode != 0:
-        engine("build", "-t", BROKEN_IMAGE, "-", input="FROM %s\nRUN rm -f /usr/lib/postgresql/17/lib/pg_trgm.so\n"
-               % IMAGES[17], timeout=300)
-    return BROKEN_IMAGE
+@pytest.fixture
+def broken_image():
+    """The target image without the pg_trgm library (its control file stays: preflight passes, the restore fails)."""
+    engine("build", "-t", BROKEN_IMAGE, "-", input="FROM %s\nRUN rm -f /usr/lib/postgresql/17/lib/pg_trgm.so\n"
+           % IMAGES[17], timeout=300)
+    yield BROKEN_IMAGE
+    engine("image", "rm", "-f", BROKEN_IMAGE, check=False)
 
 
-def test_fence_lifted_after_a_failed_transfer_back_to_the_previous_setting(source, tmp_path):
+def test_fence_lifted_after_a_failed_transfer_back_to_the_previous_setting(source, tmp_path, broken_image):
     # The user's own setting, which the fence must put back as it was (not reset).
     source.psql("ALTER DATABASE omero SET default_transaction_read_only = off")
     writer = Writer(source.name)
     writer.start()
     try:
         rc, report, output = run_role(tmp_path, {"name": source.name, "strategy": "pipe"},
-                                      postgres_upgrade_target_image=_broken_image())
+                                      postgres_upgrade_target_image=broken_image)
     finally:
         writer.stop()
     assert rc != 0
