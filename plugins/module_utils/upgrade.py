@@ -367,7 +367,8 @@ class Pipe:
         return len(statements)
 
     def copy_properties(self, database, owner=None):
-        """An empty database: created with the source's encoding and locale, and its properties."""
+        """The properties of a database without data to move: created with the source's encoding and locale when
+        missing (an empty one), applied to it when present (one another tool restored in place)."""
         options, statements = self.source_properties(database)
         self._create(database, options, owner)
         return {"database": database, "bytes": 0, "seconds": 0, "properties": self._apply(database, statements)}
@@ -440,13 +441,13 @@ def fingerprint_result(container, engine="auto", login_user=None, login_password
 
 
 def pipe_result(container, target_container, databases, engine="auto", login_user=None, login_password=None,
-                owners=None, globals=True, maintenance_work_mem=None, empty_databases=None):
+                owners=None, globals=True, maintenance_work_mem=None, properties_only=None):
     """pg_upgrade_pipe: globals, then each database streamed from ``container`` into ``target_container``,
-    then the ``empty_databases`` created with their properties."""
+    then only the properties of ``properties_only`` (created without data when missing)."""
     source = PgContainer(container, engine, login_user, login_password)
     target = PgContainer(target_container, engine, login_user, login_password)
     mover = Pipe(source, target)
     report = mover.copy_globals() if globals else {}
     moved = [mover.copy_database(db, (owners or {}).get(db), maintenance_work_mem) for db in databases]
-    moved += [mover.copy_properties(db, (owners or {}).get(db)) for db in empty_databases or []]
+    moved += [mover.copy_properties(db, (owners or {}).get(db)) for db in properties_only or []]
     return {"changed": True, "databases": moved, "bytes": sum(item["bytes"] for item in moved), "globals": report}

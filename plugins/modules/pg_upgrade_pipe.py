@@ -27,7 +27,8 @@ description:
     connection limit, ACL (for example C(REVOKE CONNECT ... FROM PUBLIC)), comment, C(ALTER DATABASE ... SET)
     settings and C(ALTER ROLE ... IN DATABASE ... SET) settings. A write fence of the source
     (M(nl_biomero.database.pg_write_fence)) that came with them is lifted in the target.
-  - O(empty_databases) are created the same way, with their properties and without data.
+  - O(properties_only) get only their properties from the source (created the same way, without data, when the
+    target lacks them) - databases without objects, or databases another tool restored in place.
   - Fails with the tool's error output on the first database that fails; what was restored stays in the target
     (the role discards the whole target on failure).
 author:
@@ -55,8 +56,10 @@ options:
   maintenance_work_mem:
     description: C(maintenance_work_mem) of the restoring session (index builds).
     type: str
-  empty_databases:
-    description: Databases without objects to create in the target with their properties only (after O(databases)).
+  properties_only:
+    description:
+      - Databases whose database-level properties only are carried, after O(databases); one the target lacks is
+        created without data. Applying them again to a database that has them changes nothing.
     type: list
     elements: str
     default: []
@@ -86,7 +89,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 databases:
-  description: Per database (O(databases), then O(empty_databases)), the bytes streamed, the seconds it took and
+  description: Per database (O(databases), then O(properties_only)), the bytes streamed, the seconds it took and
     the number of C(properties) statements applied.
   returned: success
   type: list
@@ -116,7 +119,7 @@ def main():
             owners=dict(type="dict", default={}),
             globals=dict(type="bool", default=True),
             maintenance_work_mem=dict(type="str"),
-            empty_databases=dict(type="list", elements="str", default=[]),
+            properties_only=dict(type="list", elements="str", default=[]),
         ),
         supports_check_mode=False,
     )
