@@ -231,7 +231,9 @@ def run_playbook(name, tmp_path, extra):
     inventory.write_text("localhost ansible_connection=local ansible_python_interpreter=%s\n"
                          % os.environ.get("ANSIBLE_PYTHON_INTERPRETER", "auto"))
     return subprocess.run(["ansible-playbook", "-i", str(inventory), os.path.join(REPO_ROOT, "playbooks", name),
-                           "-e", json.dumps(dict({"target": "localhost", "postgres_backup_engine": ENGINE}, **extra)),
+                           # the backup directory is always the test's own: the lock lives there even for a dump
+                           "-e", json.dumps(dict({"target": "localhost", "postgres_backup_engine": ENGINE,
+                                                  "postgres_backup_dir": str(tmp_path / "backups")}, **extra)),
                            "-e", "ansible_python_interpreter=%s" % os.environ.get("ANSIBLE_PYTHON_INTERPRETER", "auto")],
                           capture_output=True, text=True, timeout=600, check=False)
 
