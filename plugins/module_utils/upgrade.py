@@ -25,7 +25,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.restore import
     conninfo_dbname, filter_globals, pg_restore_argv, psql_script_argv, session_options)
 from ansible_collections.nl_biomero.database.plugins.module_utils.tuning import parse_describe_config, unknown_settings
 from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade_plan import (
-    UpgradeError, clone_spec, command_settings, compare_fingerprints, data_mounts, decide, disk_estimate,
+    UpgradeError, clone_problems, clone_spec, command_settings, compare_fingerprints, data_mounts, decide, disk_estimate,
     disk_problems, extension_names, image_major, missing_extensions, new_volume_name, old_container_name,
     smoke_tables, upgrade_labels)
 
@@ -45,6 +45,7 @@ SQL_OBJECTS = r"""SELECT
   + (SELECT count(*) FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'public')
     AND nspname !~ '^pg_')"""
 SQL_ROLES = r"SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1"
+SQL_TABLESPACES = "SELECT spcname FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY 1"
 
 
 def _smoke_sql(table):
@@ -165,8 +166,16 @@ class Preflight:
             else:
                 warnings.append("could not list the extensions of %s (%s); not checked" % (target_image, err.strip()))
 
+        spaces = [row[0] for row in pg.query(SQL_TABLESPACES)]
+        if spaces:
+            problems.append("tablespace(s) %s: the upgrade builds the new cluster in one new volume and cannot "
+                            "carry tablespaces" % ", ".join(spaces))
+
         settings = command_settings((info.get("Config") or {}).get("Cmd"))
         result["settings"] = settings
+        if settings.get("archive_command") or settings.get("archive_library"):
+            warnings.append("the new instance takes over archive_command/archive_library: its WAL file names start "
+                            "again from the beginning in the same archive; point the archive at a new place")
         if check_settings and settings:
             rc, out, err = self._in_image(target_image, ["postgres", "--describe-config"], user="postgres")
             if rc == 0:
@@ -186,6 +195,7 @@ class Preflight:
             old_volume = None
         else:
             old_volume = mount.get("Name") if mount.get("Type") == "volume" else mount.get("Source")
+            problems += clone_problems(info, mount.get("Destination"), new_data_mount)
         name = (info.get("Name") or container).lstrip("/")
         old_name = old_container_name(name, current_major)
         new_volume = new_volume_name(old_volume if (mount or {}).get("Type") == "volume" else None, name, target_major)
