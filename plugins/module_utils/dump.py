@@ -12,11 +12,15 @@ Every problem raises :class:`DumpError` with a message meant for a human
 (the failing command's stderr included). Guarantees:
 
 - the dump streams from ``<engine> exec`` stdout straight into a hidden
-  temporary file beside the destination (memory bounded, written once);
+  temporary file beside the destination (memory bounded, written once,
+  hashed as it is written: engine.stream);
 - it gets its final name only after the tool exited 0, the file was fsynced
   and verified and its sha256 computed; a killed or failed dump never gets
   a final name, and temporaries (host and container) are removed;
 - passwords travel in the exec environment only, never in argv or results.
+
+The rules without a container (modes, compression, names, file checks) are
+in :mod:`dump_rules`.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -24,362 +28,41 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import datetime
-import gzip
 import os
 import posixpath
-import signal
-import subprocess
-import tarfile
-import tempfile
 import time
 
 from ansible_collections.nl_biomero.database.plugins.module_utils import archive
-from ansible_collections.nl_biomero.database.plugins.module_utils.engine import EngineError, full_env, stderr_tail, wait_child
+from ansible_collections.nl_biomero.database.plugins.module_utils.dump_rules import (
+    GLOBALS_COMPLETE,
+    DumpError,
+    check_plain_complete,
+    check_tar_archive,
+    choose_compression,
+    default_jobs,
+    describe_exit,
+    dir_mode_for,
+    extension_for,
+    extract_tar_stream,
+    parse_ls_sizes,
+    parse_mode,
+    resolve_dest,
+)
+from ansible_collections.nl_biomero.database.plugins.module_utils.engine import EngineError, stream
+from ansible_collections.nl_biomero.database.plugins.module_utils.pg_archive import read_toc
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, PgError
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools import (
     FORMATS,
     PgToolError,
-    compression_args,
     parse_compression,
     pg_dump_argv,
     pg_dumpall_globals_argv,
 )
-from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
 
 MANIFEST_VERSION = 1
-# Default parallelism of directory format: the container's CPUs, at most this.
-# More workers than CPUs does not dump faster, and each one is a connection
-# (and load) on a server that may be serving users.
-JOBS_CAP = 8
-# The last comment pg_dump / pg_dumpall write into a plain script. (17.6+ and
-# 15.14+ add a "\unrestrict" line after it, hence "near the end".)
-PLAIN_COMPLETE = b"-- PostgreSQL database dump complete"
-GLOBALS_COMPLETE = b"-- PostgreSQL database cluster dump complete"
-TAIL_BYTES = 64 * 1024
-STDERR_KEEP = 64 * 1024
-COMPRESSED_PLAIN_EXT = {"gzip": "gz", "lz4": "lz4", "zstd": "zst"}
 # Where a directory-format dump is staged inside the container.
 STAGE_TEMPLATE = "/tmp/nlb-dump.XXXXXXXXXX"
 STAGE_SUBDIR = "dump"
-
-
-class DumpError(NlbError):
-    """The dump cannot be taken or failed; the message says why (with the tool's stderr)."""
-
-
-# --------------------------------------------------------------------------
-# Pure helpers (unit tested)
-# --------------------------------------------------------------------------
-
-def parse_mode(mode):
-    """File mode from '0600' / '600' / 0o600 (an int is taken as is); DumpError otherwise."""
-    if isinstance(mode, bool):
-        raise DumpError("mode %r is not a file mode; use an octal string such as '0600'" % (mode,))
-    if isinstance(mode, int):
-        value = mode
-    else:
-        text = str(mode).strip()
-        if text.startswith("0o"):
-            text = text[2:]
-        try:
-            value = int(text, 8)
-        except ValueError:
-            raise DumpError("mode '%s' is not an octal file mode such as '0600'" % mode)
-    if not 0 <= value <= 0o777:
-        raise DumpError("mode %s is out of range (0000 to 0777; no setuid/setgid/sticky bits)" % oct(value))
-    if not value & 0o600 == 0o600:
-        raise DumpError("mode %s would not let the owner read and write the backup" % format(value, "04o"))
-    return value
-
-
-def dir_mode_for(mode):
-    """Directory mode matching a file mode: x wherever r is set (0600 -> 0700, 0640 -> 0750)."""
-    return mode | ((mode & 0o444) >> 2)
-
-
-def choose_compression(spec, major, fmt, verify=True):
-    """(pg_dump args, described, method) for a compression spec and the container's pg_dump major.
-
-    'auto' means zstd on 16+ and gzip below for custom and directory; tar
-    cannot be compressed by pg_dump and plain stays readable text unless asked.
-    A plain dump compressed with lz4/zstd cannot be verified here (pg_restore
-    does not read plain dumps and Python has no zstd/lz4 decoder), so that
-    combination needs verify off.
-    """
-    if spec in (None, "", "auto") and fmt in ("plain", "tar"):
-        spec = "none"
-    try:
-        args, described = compression_args(spec, major, fmt)
-    except PgToolError as exc:
-        raise DumpError(str(exc))
-    method = parse_compression(described)[0]
-    if fmt == "plain" and method in ("lz4", "zstd") and verify:
-        raise DumpError("format 'plain' compressed with %s cannot be verified (pg_restore does not read plain dumps); "
-                        "use compress: gzip or none, format custom or directory, or verify: false" % method)
-    return args, described, method
-
-
-def extension_for(fmt, method):
-    """File extension of a dump: dump, dir, tar, sql (sql.gz, sql.zst, sql.lz4 for compressed plain)."""
-    ext = FORMATS[fmt][1]
-    if fmt == "plain" and method in COMPRESSED_PLAIN_EXT:
-        ext += "." + COMPRESSED_PLAIN_EXT[method]
-    return ext
-
-
-def resolve_dest(dest, dest_dir, database, ext, stamp):
-    """Absolute destination path: ``dest`` as given, or ``<dest_dir>/<database>.<stamp>.<ext>``."""
-    if bool(dest) == bool(dest_dir):
-        raise DumpError("exactly one of dest and dest_dir is needed")
-    if dest:
-        return os.path.abspath(os.path.expanduser(dest))
-    return os.path.join(os.path.abspath(os.path.expanduser(dest_dir)), archive.default_dump_name(database, ext, stamp))
-
-
-def default_jobs(nproc_output, cap=JOBS_CAP):
-    """Parallel jobs from ``nproc`` output in the container: its CPU count, at least 1, at most ``cap``."""
-    try:
-        cpus = int(str(nproc_output).strip().split()[0])
-    except (ValueError, IndexError):
-        return 1
-    return max(1, min(cpus, cap))
-
-
-def describe_exit(rc):
-    """Human description of a return code from subprocess (negative: signal) or an engine exec (128+N)."""
-    if rc < 0:
-        return "killed by signal %s" % _signal_name(-rc)
-    if rc > 128 and rc - 128 < 65:
-        return "exit status %d (killed by signal %s?)" % (rc, _signal_name(rc - 128))
-    return "exit status %d" % rc
-
-
-def _signal_name(number):
-    try:
-        return "%s (%d)" % (signal.Signals(number).name, number)
-    except ValueError:
-        return str(number)
-
-
-def parse_ls_sizes(output):
-    """{name: size} of the regular files in ``ls -ln DIR`` output (GNU and busybox agree on the columns)."""
-    sizes = {}
-    for line in output.splitlines():
-        fields = line.split()
-        if not fields or fields[0] == "total":
-            continue
-        if not line.startswith("-") or len(fields) < 9:
-            raise DumpError("unexpected entry in the staged dump directory: %s" % line.strip())
-        sizes[fields[-1]] = int(fields[4])
-    return sizes
-
-
-def safe_member_path(name, root):
-    """Relative path for a tar member of ``<engine> cp CONTAINER:/x/<root> -``.
-
-    Returns '' for the root directory itself. Anything outside ``root``
-    (absolute names, '..', other top-level names) raises DumpError: the
-    stream comes from inside a container and is not trusted.
-    """
-    if name.startswith("/") or "\\" in name:
-        raise DumpError("refusing unsafe path in the copied dump: %r" % name)
-    parts = [part for part in name.split("/") if part not in ("", ".")]
-    if not parts or parts[0] != root:
-        raise DumpError("unexpected path in the copied dump: %r (expected it under %s/)" % (name, root))
-    rest = parts[1:]
-    if any(part == ".." for part in rest):
-        raise DumpError("refusing unsafe path in the copied dump: %r" % name)
-    return posixpath.join(*rest) if rest else ""
-
-
-def extract_tar_stream(fileobj, target, root, file_mode=0o600, dir_mode=0o700):
-    """Extract a tar stream (read once, in order: ``r|``) of directory ``root`` into ``target``.
-
-    Only regular files and directories are accepted (no links, devices or
-    paths outside ``root``). ``target`` must exist. Returns {relative path: size}.
-    """
-    sizes = {}
-    try:
-        with tarfile.open(fileobj=fileobj, mode="r|") as stream:
-            for member in stream:
-                rel = safe_member_path(member.name, root)
-                full = os.path.join(target, *rel.split("/")) if rel else target
-                if member.isdir():
-                    if rel and not os.path.isdir(full):
-                        os.mkdir(full, dir_mode)
-                    continue
-                if not member.isreg():
-                    raise DumpError("refusing %s in the copied dump: %r is not a regular file or directory"
-                                    % (_tar_type(member), member.name))
-                if not rel:
-                    raise DumpError("the copied dump is a file, not a directory")
-                parent = os.path.dirname(full)
-                if not os.path.isdir(parent):
-                    os.makedirs(parent, dir_mode)
-                source = stream.extractfile(member)
-                written = 0
-                fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode)
-                with os.fdopen(fd, "wb") as out:
-                    while True:
-                        chunk = source.read(archive.CHUNK)
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                        written += len(chunk)
-                if written != member.size:
-                    raise DumpError("the copied dump is truncated: %s has %d of %d bytes" % (rel, written, member.size))
-                sizes[rel] = written
-    except tarfile.TarError as exc:
-        raise DumpError("cannot read the copied dump as a tar stream: %s" % exc)
-    return sizes
-
-
-def _tar_type(member):
-    if member.issym():
-        return "symlink"
-    if member.islnk():
-        return "hard link"
-    return "special file"
-
-
-def tail_bytes(path, size=TAIL_BYTES):
-    with open(path, "rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        end = handle.tell()
-        handle.seek(max(0, end - size))
-        return handle.read()
-
-
-def gzip_tail(path, size=TAIL_BYTES):
-    """Last ``size`` bytes of a gzip file's content (reads it all, streaming; raises on a bad stream)."""
-    tail = b""
-    with gzip.open(path, "rb") as handle:
-        while True:
-            chunk = handle.read(archive.CHUNK)
-            if not chunk:
-                break
-            tail = (tail + chunk)[-size:]
-    return tail
-
-
-def check_plain_complete(path, method="none", marker=PLAIN_COMPLETE):
-    """DumpError unless a plain script (optionally gzip) ends with pg_dump's completion comment."""
-    try:
-        tail = gzip_tail(path) if method == "gzip" else tail_bytes(path)
-    except (OSError, EOFError) as exc:
-        raise DumpError("the plain dump cannot be read back: %s" % exc)
-    if marker not in tail:
-        raise DumpError("the plain dump is incomplete: it does not end with %r" % marker.decode("ascii"))
-
-
-def check_tar_archive(path):
-    """Walk a tar archive's headers: every member complete and the end-of-archive blocks present.
-
-    Returns the member count. (Cheap: only headers are read, data is seeked over.)
-    """
-    size = os.path.getsize(path)
-    count = 0
-    try:
-        with tarfile.open(path, mode="r:") as tar:
-            for member in tar:
-                if member.offset_data + member.size > size:
-                    raise DumpError("the tar dump is truncated: member %s is incomplete" % member.name)
-                count += 1
-            end = tar.offset
-    except tarfile.TarError as exc:
-        raise DumpError("the tar dump cannot be read: %s" % exc)
-    if count == 0:
-        raise DumpError("the tar dump is empty")
-    with open(path, "rb") as handle:
-        handle.seek(end)
-        trailer = handle.read(1024)
-    if len(trailer) < 1024 or trailer.strip(b"\0"):
-        raise DumpError("the tar dump is truncated: the end-of-archive marker is missing")
-    return count
-
-
-def stream_to_file(argv, path, env=None, file_mode=0o600):
-    """Run ``argv`` with its stdout written straight into the new file ``path``; returns (rc, stderr).
-
-    Why not AnsibleModule.run_command: it collects stdout in memory, and a dump
-    is as large as the database. Here the child process writes into the file
-    descriptor itself: no copy through Python, memory bounded whatever the
-    size. stderr goes to an anonymous temporary file (bounded too).
-    ``path`` must not exist (O_EXCL).
-    """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode)
-    with os.fdopen(fd, "wb") as out, tempfile.TemporaryFile() as err:
-        try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=full_env(env))
-        except OSError as exc:
-            raise DumpError("cannot run %s: %s" % (argv[0], exc))
-        rc = wait_child(proc)
-        return rc, stderr_tail(err, STDERR_KEEP)
-
-
-def run_counting_toc(argv, stdin_path=None, env=None):
-    """Run a ``pg_restore --list`` command; returns (rc, TOC entries, header seen, stderr).
-
-    The listing is counted as it streams (a database with many large objects
-    has a long one); ``stdin_path`` is piped to the command's stdin. An empty
-    database has no entries, but a readable archive always has the
-    "; Archive created at" header.
-    """
-    with tempfile.TemporaryFile() as err:
-        src = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
-        try:
-            try:
-                proc = subprocess.Popen(argv, stdin=src, stdout=subprocess.PIPE, stderr=err, env=full_env(env))
-            except OSError as exc:
-                raise DumpError("cannot run %s: %s" % (argv[0], exc))
-            entries, header = 0, False
-            try:
-                for line in proc.stdout:
-                    if line.startswith(b"; Archive created at"):
-                        header = True
-                    elif line.strip() and not line.lstrip().startswith(b";"):
-                        entries += 1
-            except BaseException:
-                proc.kill()
-                proc.wait()
-                raise
-            finally:
-                proc.stdout.close()
-            rc = wait_child(proc)
-        finally:
-            if stdin_path:
-                src.close()
-        return rc, entries, header, stderr_tail(err, STDERR_KEEP)
-
-
-def extract_command_output(argv, target, root, env=None, file_mode=0o600, dir_mode=0o700):
-    """Run ``argv`` (which writes a tar stream of directory ``root`` to stdout) and extract it into ``target``.
-
-    Returns {relative path: size}. The exit status is checked as well as the
-    stream: a tar stream cut at a member boundary looks complete to tarfile.
-    """
-    with tempfile.TemporaryFile() as err:
-        try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                                    env=full_env(env))
-        except OSError as exc:
-            raise DumpError("cannot run %s: %s" % (argv[0], exc))
-        try:
-            try:
-                sizes = extract_tar_stream(proc.stdout, target, root, file_mode, dir_mode)
-                # drain whatever follows the end-of-archive blocks
-                while proc.stdout.read(archive.CHUNK):
-                    pass
-            finally:
-                proc.stdout.close()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        rc = wait_child(proc)
-        if rc != 0:
-            raise DumpError("%s failed (%s): %s" % (" ".join(argv[:2]), describe_exit(rc), stderr_tail(err, STDERR_KEEP)))
-    return sizes
 
 
 def _utc_now():
@@ -571,11 +254,12 @@ class PgDump:
             dump_started = time.monotonic()
             if self.format == "directory":
                 verification = self._dump_directory(plan, tmp)
+                dump_seconds = time.monotonic() - dump_started
+                checksum, size = archive.sha256_path(tmp), archive.size_of(tmp)
             else:
-                verification = self._dump_stream(plan, tmp)
-            dump_seconds = time.monotonic() - dump_started
-            checksum = archive.sha256_path(tmp)
-            size = archive.size_of(tmp)
+                # the sha256 was taken from the stream as it was written: the file is not read again
+                checksum, size, verification = self._dump_stream(plan, tmp)
+                dump_seconds = time.monotonic() - dump_started
             archive.set_mode(tmp, self.file_mode, self.dir_mode)
             finished = _utc_now()
             manifest = self._manifest(plan, path, size, checksum, verification, globals_info,
@@ -610,33 +294,40 @@ class PgDump:
     def _env(self):
         return self.pg.env(self.database)
 
-    def _dump_globals(self, gtmp):
+    def _exec_into(self, command, path):
+        """Run ``command`` in the container, its stdout streamed into the new file ``path``.
+
+        The engine hashes and counts the bytes as it writes them and fsyncs
+        the file (engine.stream); no -i (nothing to read), no -t (a TTY would
+        corrupt binary output); secrets travel by ``-e NAME`` only.
+        """
         env = self._env()
-        argv = self.pg.engine.exec_argv(self.container, pg_dumpall_globals_argv(), env_names=sorted(env))
-        rc, err = stream_to_file(argv, gtmp, env=env)
-        if rc != 0:
-            raise DumpError("pg_dumpall --globals-only failed (%s): %s" % (describe_exit(rc), err))
-        archive.fsync_path(gtmp)
+        argv = self.pg.engine.exec_argv(self.container, command, env_names=sorted(env))
+        return stream(argv, env=env, stdout=path, file_mode=self.file_mode)
+
+    def _dump_globals(self, gtmp):
+        done = self._exec_into(pg_dumpall_globals_argv(), gtmp)
+        if done.rc != 0:
+            raise DumpError("pg_dumpall --globals-only failed (%s): %s" % (describe_exit(done.rc), done.stderr))
         check_plain_complete(gtmp, marker=GLOBALS_COMPLETE)
         return {"file": os.path.basename(archive.globals_path(self.plan["path"])),
-                "bytes": os.path.getsize(gtmp), "sha256": archive.sha256_file(gtmp)}
+                "bytes": done.bytes, "sha256": done.sha256}
 
     def _dump_stream(self, plan, tmp):
-        """custom, tar, plain: pg_dump's stdout from the exec goes straight into tmp."""
-        env = self._env()
+        """custom, tar, plain: pg_dump's stdout from the exec goes straight into tmp.
+
+        Returns (sha256, bytes, verification); the sha256 is the stream's.
+        """
         command = pg_dump_argv(self.format, plan["compress_args"], exclude_table_data=self.exclude_table_data)
-        # no -i (nothing to read), no -t (a TTY would corrupt binary output); secrets by -e NAME only
-        argv = self.pg.engine.exec_argv(self.container, command, env_names=sorted(env))
-        rc, err = stream_to_file(argv, tmp, env=env)
-        if rc != 0:
+        done = self._exec_into(command, tmp)
+        if done.rc != 0:
             raise DumpError("pg_dump of database '%s' in container '%s' failed (%s): %s"
-                            % (self.database, self.container, describe_exit(rc), err or "no error output"))
-        if err:
-            self.warnings.append("pg_dump: %s" % err)
-        archive.fsync_path(tmp)
-        if os.path.getsize(tmp) == 0:
+                            % (self.database, self.container, describe_exit(done.rc), done.stderr or "no error output"))
+        if done.stderr:
+            self.warnings.append("pg_dump: %s" % done.stderr)
+        if done.bytes == 0:
             raise DumpError("pg_dump exited 0 but wrote nothing")
-        return self._verify_file(plan, tmp)
+        return done.sha256, done.bytes, self._verify_file(plan, tmp)
 
     def _verify_file(self, plan, tmp):
         method = parse_compression(plan["compression"])[0]
@@ -658,14 +349,15 @@ class PgDump:
         return self._count_toc(argv, tmp)
 
     def _count_toc(self, argv, stdin_path=None):
-        rc, entries, header, err = run_counting_toc(argv, stdin_path)
-        if rc != 0:
+        """Run ``pg_restore --list`` (argv), its listing read as it streams (it can be long); returns the entry count."""
+        done = stream(argv, stdin=stdin_path, stdout=read_toc)
+        if done.rc != 0:
             raise DumpError("verification failed: pg_restore --list cannot read the dump (%s): %s"
-                            % (describe_exit(rc), err))
-        if not header:
+                            % (describe_exit(done.rc), done.stderr))
+        if done.output["created"] is None:
             raise DumpError("verification failed: pg_restore --list printed no table of contents")
         # Zero entries is a valid dump of an empty database (a fresh BIOMERO DB).
-        return entries
+        return done.output["entries"]
 
     # -- directory format ------------------------------------------------------
 
@@ -703,8 +395,7 @@ class PgDump:
                 raise DumpError("cannot list the staged dump in container '%s': %s" % (self.container, err.strip()))
             expected = parse_ls_sizes(out)
             os.mkdir(tmp, 0o700)
-            copied = extract_command_output([engine.binary, "cp", "%s:%s" % (self.container, staged), "-"],
-                                            tmp, STAGE_SUBDIR, file_mode=self.file_mode, dir_mode=self.dir_mode)
+            copied = self._copy_out(staged, tmp)
         finally:
             rc, _out, err = engine.exec_run(self.container, ["rm", "-rf", "--", stage])
             if rc != 0:
@@ -723,6 +414,19 @@ class PgDump:
         return {"verified": True, "toc_entries": entries,
                 "verification": "pg_restore --list in the container read %d entries; %d files copied "
                                 "with the staged sizes" % (entries, len(copied))}
+
+    def _copy_out(self, staged, target):
+        """``<engine> cp CONTAINER:staged -`` extracted into ``target`` as the tar stream arrives; {path: size}.
+
+        The exit status is checked as well as the stream: a tar stream cut at a
+        member boundary looks complete to tarfile.
+        """
+        argv = self.pg.engine.cp_out_argv(self.container, staged)
+        done = stream(argv, stdout=lambda pipe: extract_tar_stream(pipe, target, STAGE_SUBDIR, self.file_mode,
+                                                                   self.dir_mode))
+        if done.rc != 0:
+            raise DumpError("%s cp failed (%s): %s" % (self.pg.engine.binary, describe_exit(done.rc), done.stderr))
+        return done.output
 
     # -- manifest --------------------------------------------------------------
 

@@ -164,19 +164,23 @@ def _write_hashed(reader, path, file_mode):
 class _Feeder:
     """Runs a stdin writer in a thread (so that stdout can be read meanwhile); a broken pipe is not an error."""
 
-    def __init__(self, writer, sink):
+    def __init__(self, writer, proc):
         self.error = None
-        self._thread = threading.Thread(target=self._run, args=(writer, sink))
+        self._thread = threading.Thread(target=self._run, args=(writer, proc))
         self._thread.daemon = True
         self._thread.start()
 
-    def _run(self, writer, sink):
+    def _run(self, writer, proc):
+        sink = proc.stdin
         try:
             writer(sink)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the child stopped reading: its exit status and stderr say why
         except BaseException as exc:  # re-raised in the caller's thread
             self.error = exc
+            # killed before its stdin closes: EOF would tell the child that its
+            # input is complete (psql would run, even commit, a cut script)
+            proc.kill()
         finally:
             try:
                 sink.close()
@@ -213,7 +217,7 @@ def stream(argv, env=None, stdin=None, stdout=None, timeout=None, file_mode=0o60
             watchdog = _Watchdog([proc], timeout)
             feeder = None
             try:
-                feeder = _Feeder(stdin, proc.stdin) if callable(stdin) else None
+                feeder = _Feeder(stdin, proc) if callable(stdin) else None
                 count = checksum = output = None
                 try:
                     if isinstance(stdout, str):

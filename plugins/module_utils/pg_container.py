@@ -9,8 +9,8 @@ __metaclass__ = type
 
 import json
 
-from ansible_collections.nl_biomero.database.plugins.module_utils.engine import ContainerEngine, EngineError, detect_engine, engine_argument_spec
-from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools import connection_env, server_major, tool_major, tool_version
+from ansible_collections.nl_biomero.database.plugins.module_utils.engine import ContainerEngine, EngineError, engine_argument_spec
+from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools import connection_env, major_version, tool_major, tool_version
 from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
 
 
@@ -59,7 +59,7 @@ class PgContainer:
     """The server in ``container``; connects as ``user`` over the container's local socket."""
 
     def __init__(self, container, engine="auto", user=None, password=None, maintenance_db="postgres"):
-        self.engine = ContainerEngine(detect_engine(engine))
+        self.engine = ContainerEngine(engine)  # auto: detected there
         self.container = container
         self.info = self.engine.require_running(container)
         self.user = user or container_env(self.info, "POSTGRES_USER", "postgres")
@@ -90,7 +90,7 @@ class PgContainer:
         return int(self.scalar("SHOW server_version_num"))
 
     def server_major(self):
-        return server_major(self.server_version_num())
+        return major_version(self.server_version_num())
 
     def server_version(self):
         return self.scalar("SHOW server_version").split()[0]

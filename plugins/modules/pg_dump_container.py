@@ -18,7 +18,8 @@ description:
     written inside the container (except for O(format=directory), see below), the dump is written once,
     and memory use does not grow with the database.
   - The file only gets its final name when C(pg_dump) exited successfully, the file is fsynced, verified
-    (O(verify)) and its sha256 computed. Then it is renamed atomically and a JSON manifest
+    (O(verify)) and its sha256 computed (for a file, from the stream as it is written; the dump is not
+    read a second time). Then it is renamed atomically and a JSON manifest
     C(<dest>.manifest.json) is written beside it (database, container, image, server and C(pg_dump)
     versions, format, compression, bytes, sha256, start and end time in UTC, duration, globals file and
     its sha256).
@@ -273,7 +274,9 @@ login_user:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.nl_biomero.database.plugins.module_utils.dump import DumpError, PgDump
+
+from ansible_collections.nl_biomero.database.plugins.module_utils.dump import PgDump
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import run_module
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import container_argument_spec
 
 
@@ -296,14 +299,7 @@ def main():
         required_one_of=[("dest", "dest_dir")],
         supports_check_mode=True,
     )
-    params = dict(module.params)
-    try:
-        result = PgDump(**params).run(check_mode=module.check_mode)
-    except DumpError as exc:
-        module.fail_json(msg=str(exc))
-    for warning in result.pop("warnings", []):
-        module.warn(warning)
-    module.exit_json(**result)
+    run_module(module, lambda: PgDump(**module.params).run(check_mode=module.check_mode))
 
 
 if __name__ == "__main__":

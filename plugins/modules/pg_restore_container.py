@@ -374,8 +374,9 @@ restore_duration_s:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nl_biomero.database.plugins.module_utils.restore import PgRestore, RestoreError
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import run_module
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import container_argument_spec
+from ansible_collections.nl_biomero.database.plugins.module_utils.restore import PgRestore
 
 
 def main():
@@ -398,16 +399,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    try:
-        result = PgRestore(**module.params).run(check_mode=module.check_mode)
-    except RestoreError as exc:
-        details = dict(exc.result)
-        for warning in details.pop("warnings", []):
-            module.warn(warning)
-        module.fail_json(msg=str(exc), **details)
-    for warning in result.pop("warnings", []):
-        module.warn(warning)
-    module.exit_json(**result)
+    run_module(module, lambda: PgRestore(**module.params).run(check_mode=module.check_mode))
 
 
 if __name__ == "__main__":

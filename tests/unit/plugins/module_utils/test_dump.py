@@ -1,5 +1,4 @@
 import datetime
-import gzip
 import io
 import os
 import stat
@@ -10,308 +9,116 @@ import pytest
 
 from ansible_collections.nl_biomero.database.plugins.module_utils import dump
 from ansible_collections.nl_biomero.database.plugins.module_utils.dump import DumpError, PgDump
+from ansible_collections.nl_biomero.database.plugins.module_utils.engine import stream
+from ansible_collections.nl_biomero.database.plugins.module_utils.pg_archive import read_toc
 
 PY = sys.executable
 
 
-@pytest.mark.parametrize("given,expected", [
-    ("0600", 0o600), ("600", 0o600), ("0640", 0o640), ("0o600", 0o600), (0o600, 0o600), (0o644, 0o644),
-])
-def test_parse_mode(given, expected):
-    assert dump.parse_mode(given) == expected
-
-
-@pytest.mark.parametrize("given,message", [
-    ("rw-r--r--", "is not an octal file mode"),
-    ("0400", "would not let the owner read and write"),
-    ("04600", "out of range"),
-    (True, "is not a file mode"),
-])
-def test_parse_mode_refuses(given, message):
-    with pytest.raises(DumpError, match=message):
-        dump.parse_mode(given)
-
-
-@pytest.mark.parametrize("mode,expected", [(0o600, 0o700), (0o640, 0o750), (0o644, 0o755), (0o660, 0o770)])
-def test_dir_mode_for(mode, expected):
-    assert dump.dir_mode_for(mode) == expected
-
-
-@pytest.mark.parametrize("spec,major,fmt,args,described", [
-    ("auto", 17, "custom", ["--compress=zstd"], "zstd"),
-    ("auto", 16, "directory", ["--compress=zstd"], "zstd"),
-    ("auto", 15, "custom", ["--compress=6"], "gzip"),
-    ("auto", 15, "directory", ["--compress=6"], "gzip"),
-    ("auto", 17, "tar", ["--compress=none"], "none"),
-    ("auto", 15, "tar", ["--compress=0"], "none"),
-    ("auto", 17, "plain", ["--compress=none"], "none"),
-    ("gzip", 17, "plain", ["--compress=gzip"], "gzip"),
-    ("gzip:9", 15, "custom", ["--compress=9"], "gzip:9"),
-    ("zstd:3", 17, "custom", ["--compress=zstd:3"], "zstd:3"),
-    ("lz4", 17, "directory", ["--compress=lz4"], "lz4"),
-])
-def test_choose_compression(spec, major, fmt, args, described):
-    got_args, got_described, _method = dump.choose_compression(spec, major, fmt)
-    assert (got_args, got_described) == (args, described)
-
-
-@pytest.mark.parametrize("spec,major,fmt,verify,message", [
-    ("zstd", 15, "custom", True, "compression 'zstd' is not supported by pg_dump 15; accepted: gzip, none"),
-    ("lz4", 15, "directory", True, "compression 'lz4' is not supported by pg_dump 15"),
-    ("gzip", 17, "tar", True, "format 'tar' cannot be compressed"),
-    ("zstd", 17, "plain", True, "format 'plain' compressed with zstd cannot be verified"),
-    ("gzip:12", 17, "custom", True, "out of range"),
-])
-def test_choose_compression_refuses(spec, major, fmt, verify, message):
-    with pytest.raises(DumpError, match=message):
-        dump.choose_compression(spec, major, fmt, verify)
-
-
-def test_plain_zstd_allowed_without_verify():
-    assert dump.choose_compression("zstd", 17, "plain", verify=False)[1] == "zstd"
-
-
-@pytest.mark.parametrize("fmt,method,ext", [
-    ("custom", "zstd", "dump"), ("directory", "gzip", "dir"), ("tar", "none", "tar"),
-    ("plain", "none", "sql"), ("plain", "gzip", "sql.gz"), ("plain", "zstd", "sql.zst"),
-])
-def test_extension_for(fmt, method, ext):
-    assert dump.extension_for(fmt, method) == ext
-
-
-def test_resolve_dest_default_name(tmp_path):
-    path = dump.resolve_dest(None, str(tmp_path), 'x"; touch /tmp/pwned; "', "dump", "2026-11-26T02-35-50Z")
-    assert path == str(tmp_path / "x___touch__tmp_pwned___.2026-11-26T02-35-50Z.dump")
-
-
-def test_resolve_dest_explicit(tmp_path):
-    assert dump.resolve_dest(str(tmp_path / "a.dump"), None, "db", "dump", "s") == str(tmp_path / "a.dump")
-
-
-@pytest.mark.parametrize("dest,dest_dir", [(None, None), ("/a", "/b")])
-def test_resolve_dest_needs_exactly_one(dest, dest_dir):
-    with pytest.raises(DumpError, match="exactly one of dest and dest_dir"):
-        dump.resolve_dest(dest, dest_dir, "db", "dump", "s")
-
-
-@pytest.mark.parametrize("output,expected", [("2\n", 2), ("1", 1), ("64\n", 8), ("0", 1), ("garbage", 1), ("", 1)])
-def test_default_jobs(output, expected):
-    assert dump.default_jobs(output) == expected
-
-
-@pytest.mark.parametrize("rc,text", [
-    (1, "exit status 1"),
-    (-9, "killed by signal SIGKILL (9)"),
-    (137, "exit status 137 (killed by signal SIGKILL (9)?)"),
-])
-def test_describe_exit(rc, text):
-    assert dump.describe_exit(rc) == text
-
-
-GNU_LS = """total 12
--rw-r--r-- 1 0 0   25 Nov 26 02:38 3370.dat.zst
--rw-r--r-- 1 0 0 4096 Nov 26 02:38 toc.dat
-"""
-BUSYBOX_LS = """-rw-r--r--    1 70       70              25 Nov 26 02:38 3370.dat.gz
--rw-r--r--    1 70       70            4096 Nov 26 02:38 toc.dat
-"""
-
-
-def test_parse_ls_sizes():
-    assert dump.parse_ls_sizes(GNU_LS) == {"3370.dat.zst": 25, "toc.dat": 4096}
-    assert dump.parse_ls_sizes(BUSYBOX_LS) == {"3370.dat.gz": 25, "toc.dat": 4096}
-
-
-def test_parse_ls_sizes_refuses_other_entries():
-    with pytest.raises(DumpError, match="unexpected entry"):
-        dump.parse_ls_sizes(GNU_LS + "lrwxrwxrwx 1 0 0 4 Nov 26 02:38 evil -> /etc\n")
-
-
-@pytest.mark.parametrize("name,rel", [
-    ("dump", ""), ("dump/", ""), ("./dump/toc.dat", "toc.dat"), ("dump/toc.dat", "toc.dat"), ("dump/a/b.dat", "a/b.dat"),
-])
-def test_safe_member_path(name, rel):
-    assert dump.safe_member_path(name, "dump") == rel
-
-
-@pytest.mark.parametrize("name", ["/etc/passwd", "dump/../../etc/passwd", "other/toc.dat", "..", "dump\\..\\x"])
-def test_safe_member_path_refuses(name):
-    with pytest.raises(DumpError):
-        dump.safe_member_path(name, "dump")
-
-
-def _tar_bytes(members, pad=True):
-    """members: list of (name, bytes or None for a directory, or ('sym', target)).
-
-    pad=False ends the archive like pg_dump does: two zero blocks, no padding to a record.
-    """
+def _dump_dir_tar(toc):
+    """What ``<engine> cp CONTAINER:/tmp/nlb-dump.x/dump -`` writes: the directory and its files."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, content in members:
-            info = tarfile.TarInfo(name)
-            if content is None:
-                info.type = tarfile.DIRTYPE
-                tar.addfile(info)
-            elif isinstance(content, tuple):
-                info.type = tarfile.SYMTYPE
-                info.linkname = content[1]
-                tar.addfile(info)
-            else:
-                info.size = len(content)
-                tar.addfile(info, io.BytesIO(content))
-        end = tar.offset
-    data = buf.getvalue()
-    return data if pad else data[:end + 1024]
+        info = tarfile.TarInfo("dump")
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+        info = tarfile.TarInfo("dump/toc.dat")
+        info.size = len(toc)
+        tar.addfile(info, io.BytesIO(toc))
+    return buf.getvalue()
 
 
-class OneWay(io.RawIOBase):
-    """A non-seekable stream, like a pipe."""
+# The dump's child processes all go through engine.stream: what the dump relies on.
 
-    def __init__(self, data):
-        self._buf = io.BytesIO(data)
-
-    def readable(self):
-        return True
-
-    def readinto(self, target):
-        chunk = self._buf.read(len(target))
-        target[:len(chunk)] = chunk
-        return len(chunk)
-
-
-def test_extract_tar_stream(tmp_path):
-    data = _tar_bytes([("dump", None), ("dump/toc.dat", b"toc" * 1000), ("dump/3370.dat.gz", b"\x1f\x8b data")])
-    sizes = dump.extract_tar_stream(io.BufferedReader(OneWay(data)), str(tmp_path), "dump", 0o640, 0o750)
-    assert sizes == {"toc.dat": 3000, "3370.dat.gz": 7}
-    assert (tmp_path / "toc.dat").read_bytes() == b"toc" * 1000
-    assert stat.S_IMODE(os.stat(tmp_path / "toc.dat").st_mode) == 0o640
-
-
-@pytest.mark.parametrize("members,message", [
-    ([("dump", None), ("dump/evil", ("sym", "/etc/passwd"))], "refusing symlink"),
-    ([("dump/../escape", b"x")], "refusing unsafe path"),
-    ([("/abs", b"x")], "refusing unsafe path"),
-    ([("elsewhere/toc.dat", b"x")], "unexpected path"),
-])
-def test_extract_tar_stream_refuses(tmp_path, members, message):
-    target = tmp_path / "t"
-    target.mkdir()
-    with pytest.raises(DumpError, match=message):
-        dump.extract_tar_stream(io.BufferedReader(OneWay(_tar_bytes(members))), str(target), "dump")
-    assert not (tmp_path / "escape").exists()
-
-
-def test_extract_tar_stream_truncated(tmp_path):
-    data = _tar_bytes([("dump", None), ("dump/toc.dat", os.urandom(100000))])
-    with pytest.raises(DumpError, match="truncated|unexpected end"):
-        dump.extract_tar_stream(io.BufferedReader(OneWay(data[:50000])), str(tmp_path), "dump")
-
-
-def test_check_tar_archive(tmp_path):
-    path = tmp_path / "a.tar"
-    path.write_bytes(_tar_bytes([("toc.dat", b"x" * 3000), ("3370.dat", b"y" * 10)], pad=False))
-    assert dump.check_tar_archive(str(path)) == 2
-
-
-@pytest.mark.parametrize("cut", [100, 2000, 4096, -1024, -10])
-def test_check_tar_archive_truncated(tmp_path, cut):
-    data = _tar_bytes([("toc.dat", os.urandom(3000)), ("3370.dat", os.urandom(600))], pad=False)
-    path = tmp_path / "a.tar"
-    path.write_bytes(data[:cut])
-    with pytest.raises(DumpError, match="tar dump"):
-        dump.check_tar_archive(str(path))
-
-
-PLAIN = b"--\n-- PostgreSQL database dump\n--\nCREATE TABLE t ();\n--\n-- PostgreSQL database dump complete\n--\n\n"
-
-
-@pytest.mark.parametrize("suffix", [b"", b"\\unrestrict abc\n\n"])
-def test_check_plain_complete(tmp_path, suffix):
-    path = tmp_path / "a.sql"
-    path.write_bytes(PLAIN + suffix)
-    dump.check_plain_complete(str(path))
-    gz = tmp_path / "a.sql.gz"
-    gz.write_bytes(gzip.compress(b"x" * 200000 + PLAIN + suffix))
-    dump.check_plain_complete(str(gz), "gzip")
-
-
-def test_check_plain_incomplete(tmp_path):
-    path = tmp_path / "a.sql"
-    path.write_bytes(PLAIN[:40])
-    with pytest.raises(DumpError, match="incomplete"):
-        dump.check_plain_complete(str(path))
-    gz = tmp_path / "a.sql.gz"
-    gz.write_bytes(gzip.compress(PLAIN)[:-12])
-    with pytest.raises(DumpError, match="cannot be read back|incomplete"):
-        dump.check_plain_complete(str(gz), "gzip")
-
-
-def test_stream_to_file_writes_stdout_and_keeps_stderr(tmp_path):
+def test_stream_into_a_file_writes_stdout_hashes_it_and_keeps_stderr(tmp_path):
     path = tmp_path / "out"
     script = "import sys; sys.stdout.buffer.write(b'\\x00\\xff' * 500000); sys.stderr.write('warn\\n')"
-    rc, err = dump.stream_to_file([PY, "-c", script], str(path), env={"NLB_TEST": "1"})
-    assert (rc, err) == (0, "warn")
+    done = stream([PY, "-c", script], env={"NLB_TEST": "1"}, stdout=str(path))
+    assert (done.rc, done.stderr) == (0, "warn")
     assert path.read_bytes() == b"\x00\xff" * 500000
+    assert (done.bytes, done.sha256) == (1000000, dump.archive.sha256_file(str(path)))
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
-def test_stream_to_file_detects_a_killed_process(tmp_path):
+def test_stream_into_a_file_detects_a_killed_process(tmp_path):
     path = tmp_path / "out"
-    rc, _err = dump.stream_to_file(["sh", "-c", "printf partial; kill -9 $$"], str(path))
-    assert rc == -9
-    assert dump.describe_exit(rc) == "killed by signal SIGKILL (9)"
+    done = stream(["sh", "-c", "printf partial; kill -9 $$"], stdout=str(path))
+    assert done.rc == -9
+    assert dump.describe_exit(done.rc) == "killed by signal SIGKILL (9)"
 
 
-def test_stream_to_file_refuses_an_existing_path(tmp_path):
+def test_stream_into_a_file_refuses_an_existing_path(tmp_path):
     path = tmp_path / "out"
     path.write_text("keep")
     with pytest.raises(FileExistsError):
-        dump.stream_to_file(["true"], str(path))
+        stream(["true"], stdout=str(path))
     assert path.read_text() == "keep"
 
 
-def test_stream_to_file_env_reaches_the_child_not_argv(tmp_path):
+def test_stream_env_reaches_the_child_not_argv(tmp_path):
     path = tmp_path / "out"
-    rc, _err = dump.stream_to_file(["sh", "-c", 'printf "%s" "$PGPASSWORD"'], str(path), env={"PGPASSWORD": "pw'\""})
-    assert rc == 0 and path.read_text() == "pw'\""
+    done = stream(["sh", "-c", 'printf "%s" "$PGPASSWORD"'], env={"PGPASSWORD": "pw'\""}, stdout=str(path))
+    assert done.rc == 0 and path.read_text() == "pw'\""
 
 
-def test_run_counting_toc_from_a_file(tmp_path):
+def test_counting_the_toc_from_a_file(tmp_path):
     path = tmp_path / "listing"
     listing = ";\n; Archive created at x\n;     dbname: appdb\n;\n\n" + "215; 1259 16389 TABLE public t app\n" * 100000
     path.write_bytes(listing.encode())
-    assert dump.run_counting_toc(["cat"], str(path)) == (0, 100000, True, "")
+    done = stream(["cat"], stdin=str(path), stdout=read_toc)
+    assert (done.rc, done.output["entries"], done.output["created"] is not None, done.stderr) == (0, 100000, True, "")
 
 
-def test_run_counting_toc_failure():
-    result = dump.run_counting_toc(["sh", "-c", "echo 'pg_restore: error: input file is too short' >&2; exit 1"])
-    assert result == (1, 0, False, "pg_restore: error: input file is too short")
+def test_counting_the_toc_failure():
+    done = stream(["sh", "-c", "echo 'pg_restore: error: input file is too short' >&2; exit 1"], stdout=read_toc)
+    assert (done.rc, done.output["entries"], done.output["created"] is not None, done.stderr) == (
+        1, 0, False, "pg_restore: error: input file is too short")
 
 
-def test_run_counting_toc_empty_database_vs_no_listing(tmp_path):
+def test_counting_the_toc_empty_database_vs_no_listing(tmp_path):
     path = tmp_path / "listing"
     path.write_bytes(b";\n; Archive created at x\n;\n")
-    assert dump.run_counting_toc(["cat"], str(path)) == (0, 0, True, "")
-    assert dump.run_counting_toc(["true"]) == (0, 0, False, "")
+    done = stream(["cat"], stdin=str(path), stdout=read_toc)
+    assert (done.rc, done.output["entries"], done.output["created"] is not None, done.stderr) == (0, 0, True, "")
+    done = stream(["true"], stdout=read_toc)
+    assert (done.rc, done.output["entries"], done.output["created"] is not None, done.stderr) == (0, 0, False, "")
 
 
-def test_extract_command_output(tmp_path):
-    data = _tar_bytes([("dump", None), ("dump/toc.dat", b"t" * 10)])
+class _Engine:
+    """The engine as the dump sees it: cp_out_argv gives a command that writes the tar stream."""
+
+    binary = "docker"
+
+    def __init__(self, argv):
+        self._argv = argv
+
+    def cp_out_argv(self, container, path):
+        return self._argv
+
+
+def _copier(argv):
+    job = PgDump("c", "db", dest="/x", format="directory")
+    job.pg = type("Pg", (), {"engine": _Engine(argv)})()
+    return job
+
+
+def test_copy_out_extracts_the_tar_stream(tmp_path):
+    data = _dump_dir_tar(b"t" * 10)
     src = tmp_path / "stream.tar"
     src.write_bytes(data)
     target = tmp_path / "x"
     target.mkdir()
-    assert dump.extract_command_output(["cat", str(src)], str(target), "dump") == {"toc.dat": 10}
+    assert _copier(["cat", str(src)])._copy_out("/tmp/nlb-dump.x/dump", str(target)) == {"toc.dat": 10}
 
 
-def test_extract_command_output_fails_on_exit_status(tmp_path):
-    data = _tar_bytes([("dump", None), ("dump/toc.dat", b"t" * 10)])
+def test_copy_out_fails_on_exit_status(tmp_path):
+    data = _dump_dir_tar(b"t" * 10)
     src = tmp_path / "stream.tar"
     src.write_bytes(data)
     target = tmp_path / "x"
     target.mkdir()
-    with pytest.raises(DumpError, match=r"failed \(exit status 3\): oops"):
-        dump.extract_command_output(["sh", "-c", 'cat "$0"; echo oops >&2; exit 3', str(src)], str(target), "dump")
+    with pytest.raises(DumpError, match=r"docker cp failed \(exit status 3\): oops"):
+        _copier(["sh", "-c", 'cat "$0"; echo oops >&2; exit 3', str(src)])._copy_out("/s/dump", str(target))
 
 
 @pytest.mark.parametrize("kwargs,message", [
