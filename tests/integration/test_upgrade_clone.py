@@ -33,7 +33,21 @@ ALLOWED = {
     "HostConfig.Mounts": "the new data volume",
     "Mounts": "the data volume: the old one replaced by <volume>-pg17",
     "Image": "the target image's id",
+    # How the engine client created it: `docker run -d` says false, the API (docker_container) true;
+    # nothing is attached to a detached container either way.
+    "Config.AttachStdout": "docker run -d vs the API",
+    "Config.AttachStderr": "docker run -d vs the API",
 }
+
+
+def same(value):
+    """Values that mean the same to the engine compare equal: an empty list/map is no setting."""
+    return None if value in ([], {}, "", None) else value
+
+
+def bind(entry):
+    """A -v binding without a mode is read-write (the API writes ':rw')."""
+    return entry if entry.count(":") >= 2 else entry + ":rw"
 UPGRADE_LABELS = ("org.nl-biomero.upgrade.", "nl-biomero.database.major")
 
 
@@ -63,7 +77,7 @@ def differences(old, new, old_image, new_image, old_volume, new_volume):
             path = "%s.%s" % (section, key)
             if path in ALLOWED:
                 continue
-            if old[section].get(key) != new[section].get(key):
+            if same(old[section].get(key)) != same(new[section].get(key)):
                 found.append("%s: %r -> %r" % (path, old[section].get(key), new[section].get(key)))
     # Env: what the container set itself is equal; the rest is exactly the new image's.
     old_own = set(old["Config"]["Env"]) - image_env(old_image)
@@ -78,12 +92,13 @@ def differences(old, new, old_image, new_image, old_volume, new_volume):
         found.append("Config.Labels: %r -> %r" % (old_labels, new_labels))
     # Mounts: equal but for the data volume.
     def mounts(info, volume):
-        return sorted((m["Type"], m.get("Name") or m["Source"], m["Destination"], m["RW"], m.get("Mode"))
+        return sorted((m["Type"], m.get("Name") or m["Source"], m["Destination"], m["RW"],
+                       m.get("Mode") or ("rw" if m["Type"] == "bind" else ""))
                       for m in info["Mounts"] if m.get("Name") != volume)
     if mounts(old, old_volume) != mounts(new, new_volume):
         found.append("Mounts: %r -> %r" % (mounts(old, old_volume), mounts(new, new_volume)))
-    binds = [b for b in old["HostConfig"]["Binds"] if not b.startswith(old_volume + ":")]
-    if binds != (new["HostConfig"]["Binds"] or []):
+    binds = [bind(b) for b in old["HostConfig"]["Binds"] if not b.startswith(old_volume + ":")]
+    if binds != [bind(b) for b in new["HostConfig"]["Binds"] or []]:
         found.append("HostConfig.Binds: %r -> %r" % (binds, new["HostConfig"]["Binds"]))
     new_mounts = [m for m in new["HostConfig"]["Mounts"] if m.get("Source") != new_volume]
     if (old["HostConfig"].get("Mounts") or []) != new_mounts:
@@ -138,7 +153,7 @@ def test_new_container_is_a_complete_clone_and_staging_is_walled_off(site):
         "--memory", "512m", "--memory-reservation", "256m", "--cpus", "1.5", "--cpu-shares", "512",
         "--restart", "on-failure:3", "--stop-timeout", "45", "--workdir", "/tmp", "--hostname", "pgdb",
         "--oom-score-adj", "100", "--init", "--group-add", "44",
-        "--health-cmd", "pg_isready -U app -d appdb", "--health-interval", "1s", "--health-retries", "30",
+        "--health-cmd", "pg_isready -h 127.0.0.1 -U app -d appdb", "--health-interval", "1s", "--health-retries", "30",
         "--label", "app=omero",
         "-e", "FOO=bar", "-e", "POSTGRES_USER=app", "-e", "POSTGRES_DB=appdb",
         "-e", "POSTGRES_PASSWORD_FILE=/run/secrets/pw",
@@ -210,11 +225,12 @@ def test_new_container_is_a_complete_clone_and_staging_is_walled_off(site):
     assert [(m["Type"], m.get("Name"), m["Destination"]) for m in seen["mounts"]] == [
         ("volume", site["volume"] + "-pg17", "/var/lib/postgresql/data")]
     assert not seen["binds"] and seen["networks"] == ["none"]
-    assert seen["settings"] == ["archive_command=", "archive_mode=off", "work_mem=8192"]
+    assert seen["settings"] == ["archive_command=(disabled)", "archive_mode=off", "work_mem=8192"]
     # The password file was handed over by value (the staging container has no /run/secrets).
     assert "POSTGRES_PASSWORD" in seen["env"] and "POSTGRES_PASSWORD_FILE" not in seen["env"]
     assert sorted(seen["archive"]) == sorted(archive_before)
-    assert sorted(seen["archive_mtimes"]) == sorted(mtime / 1e9 for _size, mtime in archive_before.values())
+    assert sorted(round(mtime, 3) for mtime in seen["archive_mtimes"]) == sorted(
+        round(mtime / 1e9, 3) for _size, mtime in archive_before.values())
 
     # The new container: everything the old one set, but for the listed differences.
     new = inspect(site["container"])
