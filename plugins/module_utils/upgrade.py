@@ -14,9 +14,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import json
 import os
 import time
 
+from ansible_collections.nl_biomero.database.plugins.module_utils import labels
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import ContainerEngine, pipe
 from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, container_env
@@ -25,9 +27,9 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.restore import
     conninfo_dbname, filter_globals, pg_restore_argv, psql_script_argv, session_options)
 from ansible_collections.nl_biomero.database.plugins.module_utils.tuning import parse_describe_config, unknown_settings
 from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade_plan import (
-    UpgradeError, clone_problems, clone_spec, command_settings, compare_fingerprints, data_mounts, decide, disk_estimate,
+    UpgradeError, aside_names, clone_problems, clone_spec, command_settings, compare_fingerprints, data_mounts, decide, disk_estimate,
     disk_problems, extension_names, image_major, missing_extensions, new_volume_name, old_container_name,
-    smoke_tables, upgrade_labels)
+    recovery_plan, smoke_tables, upgrade_labels)
 
 SQL_DATABASES = ("SELECT datname, pg_database_size(datname), pg_get_userbyid(datdba) FROM pg_database "
                  "WHERE datallowconn AND NOT datistemplate ORDER BY 1")
@@ -341,3 +343,33 @@ def pipe_result(container, target_container, databases, engine="auto", login_use
     report = mover.copy_globals() if globals else {}
     moved = [mover.copy_database(db, (owners or {}).get(db), maintenance_work_mem) for db in databases]
     return {"changed": True, "databases": moved, "bytes": sum(item["bytes"] for item in moved), "globals": report}
+
+
+def read_journal(path):
+    """The journal an upgrade wrote before it changed anything (None when there is none)."""
+    if not path or not os.path.exists(path):
+        return None
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except ValueError as exc:
+        raise UpgradeError("the upgrade journal %s is not JSON (%s); remove it once the instance is checked by hand"
+                           % (path, exc))
+
+
+def recovery_result(container, journal=None, rollback=False, engine="auto"):
+    """pg_upgrade_recovery: what an interrupted (with ``rollback``: also a finished) upgrade left, and the way back."""
+    engine = ContainerEngine(engine)
+    found = read_journal(journal)
+    aside = dict((name, engine.inspect(name))
+                 for name in aside_names(container, engine.names("container", "name=" + container)))
+    staging = engine.names("container", "label=%s=%s" % (labels.UPGRADE_STAGING_FOR, container))
+    volumes = dict((volume, engine.names("container", "volume=" + volume))
+                   for volume in engine.names("volume", "label=%s=%s" % (labels.UPGRADE_INSTANCE, container)))
+    plan = recovery_plan(container, engine.inspect(container), dict((k, v) for k, v in aside.items() if v),
+                         staging, volumes, found, rollback)
+    plan.update(changed=False, container=container, journal=found)
+    if plan["problems"]:
+        plan.update(failed=True, msg="cannot bring back the old instance of %s: %s"
+                    % (container, "; ".join(plan["problems"])))
+    return plan

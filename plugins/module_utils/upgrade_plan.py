@@ -570,15 +570,20 @@ def recovery_plan(name, current, aside, staging, volumes, journal=None, rollback
     before_swap, set_aside, new_created, new_started, finished), ``old_name``, and the actions:
     ``remove`` (containers, staging first), ``rename`` (old_name back to name), ``start``,
     ``volumes`` (the new volume, removable: no container keeps using it), ``clients`` (to start
-    again); ``problems`` when the old instance cannot be brought back.
+    again); ``problems`` when the old instance cannot be brought back; ``old_volume`` and
+    ``new_volume`` for the report.
     """
     journal = journal or {}
-    made_from = (((current or {}).get("Config") or {}).get("Labels") or {}).get(labels.UPGRADE_PREVIOUS_CONTAINER)
+    made = ((current or {}).get("Config") or {}).get("Labels") or {}
+    made_from = made.get(labels.UPGRADE_PREVIOUS_CONTAINER)
     old_name = journal.get("old_name") or made_from or (list(aside)[0] if len(aside) == 1 else None)
     old = aside.get(old_name) if old_name else None
-    plan = {"state": "clean", "step": "none", "old_name": old_name, "remove": sorted(staging), "rename": False,
-            "start": False, "volumes": [], "clients": list(journal.get("clients") or []), "problems": []}
     new_made = current is not None and made_from is not None and made_from == old_name
+    new_volume = journal.get("new_volume") or (made.get(labels.UPGRADE_VOLUME) if new_made else None)
+    plan = {"state": "clean", "step": "none", "old_name": old_name, "remove": sorted(staging), "rename": False,
+            "start": False, "volumes": [], "clients": list(journal.get("clients") or []), "problems": [],
+            "new_volume": new_volume,
+            "old_volume": journal.get("old_volume") or (made.get(labels.UPGRADE_PREVIOUS_VOLUME) if new_made else None)}
     if current is not None and not new_made:
         # The old container still has its name: stopped at most.
         if not (journal or staging):
@@ -606,8 +611,6 @@ def recovery_plan(name, current, aside, staging, volumes, journal=None, rollback
         return plan
     if plan["state"] == "finished" and not rollback:
         return plan
-    new_volume = journal.get("new_volume") or (((current or {}).get("Config") or {}).get("Labels") or {}).get(
-        labels.UPGRADE_VOLUME)
     plan["volumes"] = sorted(volume for volume, users in volumes.items()
                              if set(users) <= set(plan["remove"]) and volume == (new_volume or volume))
     return plan

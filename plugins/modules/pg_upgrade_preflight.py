@@ -28,7 +28,7 @@ description:
     cannot give the new container, no C(auto_remove), no mount inside the data mount, no
     E(POSTGRES_INITDB_WALDIR) outside it).
   - Returns the specification of the new container (RV(spec)), cloned from the old container's inspect
-    data, for M(community.docker.docker_container): everything the old container set except the image, the
+    data, for M(community.docker.docker_container); everything the old container set except the image, the
     data mount, the init scripts and the upgrade's labels. Environment values are not returned, only their
     names.
   - Fails, listing all problems, when any check fails. Checks that could not be made are returned as warnings.
