@@ -26,9 +26,9 @@ REPO_ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "integration"))
 
 import harness  # noqa: E402  (links the collection)
-import test_import_retry as t  # noqa: E402  (the importer schema and helpers)
+import importer_fixture as fx  # noqa: E402  (the importer schema, connections, module arguments)
 
-importer = t.importer
+from ansible_collections.nl_biomero.database.plugins.module_utils import importer  # noqa: E402
 SECTION = "## biomero_import_retry"
 DOCS = os.path.join(REPO_ROOT, "docs", "benchmarks.md")
 
@@ -54,7 +54,7 @@ def timed(fn):
 
 
 def library_retry(pg, orders, check_mode=False):
-    conn = t.connect(pg)
+    conn = fx.connect(pg)
     try:
         return importer.retry_orders(conn, importer.Selection(stages=[importer.STAGE_FAILED]), limit=orders,
                                      check_mode=check_mode)
@@ -63,7 +63,7 @@ def library_retry(pg, orders, check_mode=False):
 
 
 def library_info(pg):
-    conn = t.connect(pg)
+    conn = fx.connect(pg)
     try:
         return importer.list_orders(conn, importer.Selection(stages=[importer.STAGE_FAILED]), 100)
     finally:
@@ -74,7 +74,7 @@ def playbook_retry(module_args, check):
     """(wall of the whole ansible-playbook run, time of the module task as profile_tasks reports it)."""
     with tempfile.TemporaryDirectory(prefix="nlb-imp-bench-") as tmp:
         playbook = os.path.join(tmp, "play.yml")
-        tasks = [{"name": "retry", t.RETRY: module_args, "register": "retry"},
+        tasks = [{"name": "retry", fx.RETRY: module_args, "register": "retry"},
                  {"name": "check", "ansible.builtin.assert": {"that": [check], "quiet": True}}]
         with open(playbook, "w") as handle:
             json.dump([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}], handle)
@@ -96,8 +96,8 @@ def playbook_retry(module_args, check):
 def measure(pg, orders):
     """One round on the seeded database: [(step, orders written, seconds)]; leaves the failed state."""
     rows = []
-    conn = t.connect(pg)
-    high_water = t.scalar(conn, "SELECT max(id) FROM imports")
+    conn = fx.connect(pg)
+    high_water = fx.scalar(conn, "SELECT max(id) FROM imports")
     seconds, result = timed(lambda: library_retry(pg, orders, check_mode=True))
     rows.append(("check mode, nothing written (core, read-only)", 0, seconds))
     seconds, result = timed(lambda: library_retry(pg, orders))
@@ -111,7 +111,7 @@ def measure(pg, orders):
 
     # end to end through ansible-playbook on a fresh copy of the failed state
     reset(conn, high_water)
-    module_args = t.module_args(pg, all_failed=True, limit=orders)
+    module_args = fx.module_args(pg, all_failed=True, limit=orders)
     wall, task = playbook_retry(module_args, "retry.retried | length == %d" % orders)
     rows.append(("retry, module task in ansible-playbook (container option)", orders, task))
     rows.append(("  the whole ansible-playbook run", orders, wall))
@@ -146,12 +146,12 @@ def main():
     pg.start()
     rounds = []
     try:
-        conn = t.connect(pg)
+        conn = fx.connect(pg)
         with conn.cursor() as cur:
-            cur.execute(t.SCHEMA_FULL)
+            cur.execute(fx.SCHEMA_FULL)
             cur.execute(SEED, {"total": args.orders * 2})
         conn.commit()
-        total_rows = t.scalar(conn, "SELECT count(*) FROM imports")
+        total_rows = fx.scalar(conn, "SELECT count(*) FROM imports")
         conn.close()
         loads = []
         for _round in range(args.repeat):

@@ -13,6 +13,13 @@ mkdir -p "$tree"
 find "$tree" -mindepth 1 -maxdepth 1 ! -name tests -exec rm -rf {} +
 find "$tree/tests" -mindepth 1 -maxdepth 1 ! -name output -exec rm -rf {} + 2>/dev/null || true
 (cd "$REPO_ROOT" && git ls-files -co --exclude-standard -z | xargs -0 -r tar -cf - --no-recursion) | tar -xf - -C "$tree"
+# The collections galaxy.yml depends on, beside ours (ansible-test looks for them there): the pinned
+# copies the `ansible` package carries (e.g. the doc fragment community.postgresql.postgres).
+site_collections="$(python -c 'import ansible_collections.community.postgresql as m, os; print(os.path.dirname(os.path.dirname(list(m.__path__)[0])))')"
+for dep in community/postgresql community/docker; do
+    rm -rf "$tree/../../$dep" && mkdir -p "$tree/../../$(dirname "$dep")"
+    cp -r "$site_collections/$dep" "$tree/../../$dep"
+done
 
 # Offline pip bootstrap for ansible-test's managed venv (see scripts/pip_bootstrap.py).
 pip_version="$(python - <<'PY'

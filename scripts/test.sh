@@ -14,7 +14,8 @@ echo "==> unit tests"
 python -m pytest -q -p no:cacheprovider tests/unit
 
 echo "==> integration tests (real engine: $NLB_ENGINE)"
-python -m pytest -q -p no:cacheprovider --durations=15 tests/integration
+# two workers: the tests mostly wait on containers; host-wide ones share a worker (tests/integration/conftest.py)
+python -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup --durations=25 tests/integration
 
 for scenario_dir in roles/*/molecule/*/; do
     [ -f "$scenario_dir/molecule.yml" ] || continue

@@ -25,6 +25,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.errors import 
 from ansible_collections.nl_biomero.database.plugins.module_utils.retention import (
     POLICY_KEYS,
     RetentionError,
+    validate_keep_incomplete,
     validate_policy,
 )
 
@@ -77,6 +78,15 @@ SCHEMA = dict(
     syslog=dict(type="bool", default=False),
     **engine_argument_spec()
 )
+# Seconds each part of a run may take; a part that takes longer is killed and fails (see backup_run.py).
+SCHEMA["timeouts"] = dict(type="dict", options=dict(
+    engine_call=dict(type="int", default=120),
+    dump=dict(type="int", default=43200),
+    copy=dict(type="int", default=43200),
+    restore_test=dict(type="int", default=43200),
+    lock_wait=dict(type="int", default=600),
+    run=dict(type="int", default=72000),
+))
 # Options of the scheduled job only: the module reports in its result, not to syslog.
 JOB_ONLY = ("syslog",)
 # Lists of strings that are command lines: a shell string there is the usual mistake.
@@ -220,12 +230,17 @@ def normalize_config(raw):
         retention = dict(config["retention"])
         prune = _bool(retention.pop("prune_incomplete", False), "retention.prune_incomplete")
         try:
+            keep_incomplete = validate_keep_incomplete(retention.pop("keep_incomplete", None))
             policy = validate_policy(**retention)
         except (RetentionError, TypeError) as exc:
-            raise BackupRunError("configuration: retention: %s (keys: %s, prune_incomplete)"
+            raise BackupRunError("configuration: retention: %s (keys: %s, keep_incomplete, prune_incomplete)"
                                  % (exc, ", ".join(POLICY_KEYS)))
-        config["retention"] = dict(policy, prune_incomplete=prune)
+        config["retention"] = dict(policy, prune_incomplete=prune, keep_incomplete=keep_incomplete)
     config["lock_file"] = config["lock_file"] or os.path.join(config["backup_dir"], LOCK_NAME)
+    config["timeouts"] = _fill(config["timeouts"] or {}, SCHEMA["timeouts"]["options"], "timeouts")
+    for key, value in sorted(config["timeouts"].items()):
+        if value < 1:
+            raise BackupRunError("timeouts.%s must be at least 1 second, got %d" % (key, value))
     return config
 
 

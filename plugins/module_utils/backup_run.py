@@ -9,18 +9,33 @@ cron), without a control node and without Ansible::
 
     PYTHONPATH=/opt/nl-biomero/collection \\
       python3 -m ansible_collections.nl_biomero.database.plugins.module_utils.backup_run \\
-      --config /etc/nl-biomero/backup.json
+      --config /etc/nl-biomero/backup.json [--recover | --restore-test | --check]
 
-A run: take the lock (``flock``; a second run exits 75 at once), start a set
-(backup_set.py), stop or pause the client containers, record per-table row
-counts and dump each database with dump.py into the set, tar the configured
+A run: take the job's lock (job_lock.JobLock; while another run, an upgrade
+or a restore holds it, exit 75 naming the holder without touching anything),
+recover what a killed run left (see below), start a set (backup_set.py),
+stop or pause the client containers, dump each database with dump.py into the
+set in an exported snapshot whose row counts are recorded (pg_snapshot.py:
+the counts equal the archive's under any write load), tar the configured
 host folders into it, restart the clients (always, also after a failure),
 finish the set (complete only when every component succeeded), apply
-retention, optionally restore-test the newest complete set (restore_test.py),
-write Prometheus textfile metrics (backup_metrics.py) and, on failure, run
-the notify command. The configuration is validated by backup_config.py.
-Exit status: 0 complete, 1 failed (incomplete set), 2 bad configuration,
-75 another run holds the lock.
+retention, optionally restore-test the set (restore_test.py), write
+Prometheus textfile metrics (backup_metrics.py) and, on failure, run the
+notify command. The configuration is validated by backup_config.py.
+
+Faults (run_guard.py): every part has a timeout (``timeouts``: engine_call,
+dump, copy, restore_test, lock_wait, run); a part that takes longer is
+killed and fails. SIGTERM, SIGINT, SIGHUP and the run's ceiling stop the run
+on its normal failure path: children killed (in the container too), clients
+started again, the set finished as incomplete, metrics written, notify run.
+Before a client is stopped it is recorded in a state file beside the lock
+(job_state.py); after a SIGKILL ``--recover`` (at boot, after the unit
+stopped) or the next run starts those clients again and finishes the dead
+run's set as incomplete.
+
+Exit status: 0 complete (or nothing to recover), 1 failed (incomplete set,
+interrupted, a client not started again), 2 bad configuration, 75 the lock is
+held by someone else.
 
 Pure Python without Ansible; secrets (passwords) come from the 0600 config
 file, a password file or the environment and never appear in argv, logs or
@@ -33,7 +48,6 @@ __metaclass__ = type
 
 import argparse
 import contextlib
-import errno
 import gzip
 import json
 import os
@@ -41,11 +55,7 @@ import subprocess
 import sys
 import tarfile
 import time
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not on POSIX
-    fcntl = None
+import uuid
 
 from ansible_collections.nl_biomero.database.plugins.module_utils import archive
 from ansible_collections.nl_biomero.database.plugins.module_utils.backup_config import (
@@ -56,7 +66,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.backup_config 
     resolve_password,
 )
 from ansible_collections.nl_biomero.database.plugins.module_utils.backup_metrics import (
-    render_metrics,
+    metrics_text,
     write_metrics,
     write_metrics_file,
 )
@@ -64,14 +74,25 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.backup_set imp
     BackupSet,
     BackupSetError,
     apply_retention,
-    list_backups,
 )
-from ansible_collections.nl_biomero.database.plugins.module_utils.dump import PgDump, DumpError
+from ansible_collections.nl_biomero.database.plugins.module_utils.dump import PgDump
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import ContainerEngine, EngineError
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import stream as engine_stream
-from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, PgError
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
+from ansible_collections.nl_biomero.database.plugins.module_utils.job_lock import JobLock, LockBusyError
+from ansible_collections.nl_biomero.database.plugins.module_utils.job_recovery import (
+    RUN_MARK,
+    end_dumps,
+    end_marked,
+    recover,
+    since_now,
+)
+from ansible_collections.nl_biomero.database.plugins.module_utils.job_state import RunState, state_path, utc_now_iso
+from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer
+from ansible_collections.nl_biomero.database.plugins.module_utils.pg_snapshot import ExportedSnapshot
 from ansible_collections.nl_biomero.database.plugins.module_utils.restore_test import restore_test
 from ansible_collections.nl_biomero.database.plugins.module_utils.retention import RetentionError
+from ansible_collections.nl_biomero.database.plugins.module_utils.run_guard import Guard, Interrupted, TimedOut
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -79,14 +100,15 @@ EXIT_CONFIG = 2
 EXIT_LOCKED = 75  # EX_TEMPFAIL: try again later
 NOTIFY_TIMEOUT = 120
 PROG = "nl-biomero-backup"
+HOLDER = "backup job"
 
 
 class LockedError(BackupRunError):
-    """Another run holds the lock."""
+    """Another run, an upgrade or a restore holds the job's lock (the message names the holder)."""
 
 
 # --------------------------------------------------------------------------
-# Logging, lock, notify
+# Logging, notify
 # --------------------------------------------------------------------------
 
 class Log:
@@ -113,40 +135,6 @@ class Log:
             self.syslog.syslog(self.syslog.LOG_ERR if error else self.syslog.LOG_INFO, message)
 
 
-class RunLock:
-    """An exclusive, non-blocking flock on a lock file; released when the process ends in any case."""
-
-    def __init__(self, path):
-        self.path = path
-        self.fd = None
-
-    def __enter__(self):
-        if fcntl is None:  # pragma: no cover
-            raise BackupRunError("file locking (fcntl) is not available on this platform")
-        directory = os.path.dirname(self.path)
-        if directory and not os.path.isdir(directory):
-            os.makedirs(directory, 0o700)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(self.fd)
-            self.fd = None
-            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise LockedError("another backup run holds the lock %s" % self.path)
-            raise BackupRunError("cannot lock %s: %s" % (self.path, exc))
-        os.ftruncate(self.fd, 0)
-        os.write(self.fd, ("%d\n" % os.getpid()).encode("ascii"))
-        return self
-
-    def __exit__(self, *exc_info):
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-        return False
-
-
 def run_notify(argv, status, set_path, error, log):
     """Run the notify command (argv list, no shell) with the outcome in its environment."""
     env = dict(os.environ, NLB_BACKUP_STATUS=status, NLB_BACKUP_SET=set_path or "", NLB_BACKUP_ERROR=error or "")
@@ -162,26 +150,63 @@ def run_notify(argv, status, set_path, error, log):
     return proc.returncode
 
 
+def _job_lock(config):
+    """The job's lock (shared with upgrade, rollback and restore); LockedError naming the holder when busy."""
+    os.makedirs(config["backup_dir"], 0o700, exist_ok=True)
+    lock = JobLock(config["lock_file"], HOLDER)
+    try:
+        lock.acquire()
+    except LockBusyError as exc:
+        raise LockedError("not starting: %s" % exc)
+    return lock
+
+
+@contextlib.contextmanager
+def _locked(config):
+    lock = _job_lock(config)
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
 # --------------------------------------------------------------------------
 # Client containers
 # --------------------------------------------------------------------------
 
 class Clients:
-    """Stops (or pauses) the client containers that are running, and brings exactly those back."""
+    """Stops (or pauses) the client containers that are running, and brings exactly those back.
 
-    def __init__(self, engine, names, action, timeout, log):
+    Each client is written to the run's state file before it is stopped, so a
+    run killed meanwhile leaves a record of it for ``--recover``.
+    """
+
+    def __init__(self, engine, names, action, timeout, log, state=None):
         self.engine = engine
         self.names = list(names)
         self.action = action
         self.timeout = timeout
         self.log = log
+        self.state = state
         self.held = []
         self.report = []
+
+    def _engine_call(self, *args, **kwargs):
+        """(rc, stderr) of an engine call; a timeout or an engine that cannot run is an error text too."""
+        try:
+            rc, _out, err = self.engine.call(*args, **kwargs)
+        except EngineError as exc:
+            return 1, str(exc)
+        return rc, err.strip()
 
     def hold(self):
         """Stop/pause the running clients. Returns an error text or None (the caller then restarts)."""
         for name in self.names:
-            info = self.engine.inspect(name)
+            try:
+                info = self.engine.inspect(name)
+            except EngineError as exc:
+                self.report.append({"name": name, "state": "unknown", "error": str(exc)})
+                return "cannot inspect client container %s: %s" % (name, exc)
             if info is None:
                 self.report.append({"name": name, "state": "missing"})
                 self.log("client container %s does not exist; nothing to %s" % (name, self.action))
@@ -191,14 +216,17 @@ class Clients:
                 self.report.append({"name": name, "state": state.get("Status", "not running")})
                 self.log("client container %s is %s; left as it is" % (name, state.get("Status", "not running")))
                 continue
-            if self.action == "pause":
-                rc, _out, err = self.engine.call("pause", name)
-            else:
-                rc, _out, err = self.engine.call("stop", "-t", str(self.timeout), name)
-            if rc != 0:
-                self.report.append({"name": name, "state": "running", "error": err.strip()})
-                return "could not %s client container %s: %s" % (self.action, name, err.strip())
             self.held.append(name)
+            if self.state is not None:
+                self.state.update(clients=list(self.held))
+            if self.action == "pause":
+                rc, err = self._engine_call("pause", name)
+            else:
+                rc, err = self._engine_call("stop", "-t", str(self.timeout), name,
+                                            timeout=self.timeout + (self.engine.timeout or 0) or None)
+            if rc != 0:
+                self.report.append({"name": name, "state": "running", "error": err})
+                return "could not %s client container %s: %s" % (self.action, name, err)
             self.report.append({"name": name, "state": "stopped" if self.action == "stop" else "paused"})
             self.log("%s client container %s" % ("stopped" if self.action == "stop" else "paused", name))
         return None
@@ -206,17 +234,24 @@ class Clients:
     def release(self):
         """Start/unpause every held client, newest held first; returns a list of error texts."""
         errors = []
+        failed = []
         for name in reversed(self.held):
-            rc, _out, err = self.engine.call("unpause" if self.action == "pause" else "start", name)
-            entry = next(item for item in self.report if item["name"] == name)
+            verb = "unpause" if self.action == "pause" else "start"
+            rc, err = self._engine_call(verb, name)
+            entry = next((item for item in self.report if item["name"] == name), None)
+            if entry is None:  # stopped, or being stopped, when the run was interrupted
+                entry = {"name": name, "state": "stopped" if self.action == "stop" else "paused"}
+                self.report.append(entry)
             if rc != 0:
                 entry["restarted"] = False
-                errors.append("could not %s client container %s: %s"
-                              % ("unpause" if self.action == "pause" else "start", name, err.strip()))
+                failed.append(name)
+                errors.append("could not %s client container %s: %s" % (verb, name, err))
             else:
                 entry["restarted"] = True
                 self.log("%s client container %s" % ("unpaused" if self.action == "pause" else "started", name))
         self.held = []
+        if self.state is not None and self.state.data is not None:
+            self.state.update(clients=failed)  # what --recover or the next run must still start
         return errors
 
 
@@ -246,7 +281,7 @@ def _tar_path(source, dest):
             tar.add(source, arcname=os.path.basename(source.rstrip("/")) or "root")
 
 
-def _copy_out_gz(engine, container, path, dest):
+def _copy_out_gz(engine, container, path, dest, timeout=None):
     """``path`` of the container (running or stopped) as a gzipped tar stream in ``dest``.
 
     Streamed in chunks: memory stays bounded whatever the folder's size (an
@@ -258,10 +293,14 @@ def _copy_out_gz(engine, container, path, dest):
                 for chunk in iter(lambda: pipe.read(archive.CHUNK), b""):
                     out.write(chunk)
 
-        streamed = engine_stream(engine.cp_out_argv(container, path), stdout=gzip_into_file)
+        streamed = engine_stream(engine.cp_out_argv(container, path), stdout=gzip_into_file, timeout=timeout)
         if streamed.rc != 0:
             raise BackupRunError("%s cp %s:%s failed (exit %d): %s"
                                  % (engine.binary, container, path, streamed.rc, streamed.stderr[-500:]))
+
+
+# What a failed component's error is recorded as, by exception: any of these fails that component only.
+_COMPONENT_ERRORS = (NlbError, OSError, ValueError, tarfile.TarError, TimedOut)
 
 
 class BackupRun:
@@ -272,6 +311,10 @@ class BackupRun:
         self.log = log or Log()
         self.environ = os.environ if environ is None else environ
         self.warnings = []
+        self.timeouts = config["timeouts"]
+        self.mark = uuid.uuid4().hex
+        self.guard = None
+        self.state = None
 
     def plan(self):
         """What a run would do (check mode): the components and client actions, nothing touched."""
@@ -290,32 +333,55 @@ class BackupRun:
             "client_action": config["client_action"],
             "retention": config["retention"],
             "restore_test": config["restore_test"],
+            "timeouts": dict(self.timeouts),
         }
 
     def run(self):
-        """Take the lock and run; returns the result dict with ``rc`` (see EXIT_*). Raises LockedError."""
-        config = self.config
-        os.makedirs(config["backup_dir"], 0o700, exist_ok=True)
-        with RunLock(config["lock_file"]):
-            return self._run_locked()
+        """Take the lock, recover a dead run, run; returns the result dict with ``rc`` (see EXIT_*).
+
+        Raises LockedError (naming the holder) when the lock is held, and
+        Interrupted when stopped before a set was started.
+        """
+        with Guard(self.timeouts["run"]) as guard:
+            self.guard = guard
+            with guard.shielded():
+                lock = _job_lock(self.config)
+            try:
+                with guard.shielded():
+                    recovered = recover(self.config, self.log, self.environ)
+                    if recovered:
+                        self._notify("recovered", recovered["set"], recovered["message"])
+                guard.check()
+                result = self._run_locked()
+                result["recovered"] = recovered
+                return result
+            finally:
+                lock.release()
 
     def _run_locked(self):
         config = self.config
+        guard = self.guard
         clock = time.monotonic()
-        engine = ContainerEngine(config["engine"])
-        try:
-            backup_set = BackupSet.start(config["backup_dir"])
-        except BackupSetError:
-            # a run in the same second as the previous one: set names are UTC stamps to the second
-            time.sleep(1.05)
-            backup_set = BackupSet.start(config["backup_dir"])
+        engine = ContainerEngine(config["engine"], timeout=self.timeouts["engine_call"])
+        with guard.shielded():
+            try:
+                backup_set = BackupSet.start(config["backup_dir"])
+            except BackupSetError:
+                # a run in the same second as the previous one: set names are UTC stamps to the second
+                time.sleep(1.05)
+                backup_set = BackupSet.start(config["backup_dir"])
+            self.state = RunState(state_path(config["lock_file"]))
+            self.state.begin(backup_set.path, config["client_action"])
         self.log("backup set %s started" % backup_set.path)
-        clients = Clients(engine, config["clients"], config["client_action"], config["client_stop_timeout"], self.log)
+        clients = Clients(engine, config["clients"], config["client_action"], config["client_stop_timeout"],
+                          self.log, state=self.state)
         run_error = None
-        # commands (e.g. omero config get --show-password) need their container running: before the clients stop
-        for entry in config["container_commands"]:
-            self._container_command(backup_set, entry, engine)
+        stopped = None
         try:
+            guard.check()
+            # commands (e.g. omero config get --show-password) need their container running: before the clients stop
+            for entry in config["container_commands"]:
+                self._container_command(backup_set, entry, engine)
             run_error = clients.hold()
             if run_error:
                 self.log(run_error, error=True)
@@ -326,12 +392,24 @@ class BackupRun:
                     self._path(backup_set, entry)
                 for entry in config["container_paths"]:
                     self._container_path(backup_set, entry, engine)
+        except Interrupted as exc:
+            stopped = str(exc)
+            self.log("%s: stopping the run, starting the clients again" % exc, error=True)
         finally:
-            restart_errors = clients.release()
-            for text in restart_errors:
-                self.log(text, error=True)
-        errors = [text for text in [run_error] + restart_errors if text]
-        manifest = backup_set.finish(expected=expected_components(config), error="; ".join(errors) or None)
+            with guard.shielded():
+                restart_errors = clients.release()
+                for text in restart_errors:
+                    self.log(text, error=True)
+        stopped = stopped or guard.reason
+        with guard.shielded():
+            errors = [text for text in ["interrupted: %s" % stopped if stopped else None, run_error] + restart_errors
+                      if text]
+            manifest = backup_set.finish(expected=expected_components(config), error="; ".join(errors) or None)
+            if stopped:
+                backup_set.manifest["interrupted"] = stopped
+                backup_set.save()
+            if not restart_errors:
+                self.state.clear()
         if manifest["complete"]:
             self.log("backup set %s complete (%.1f s)" % (backup_set.path, manifest["duration_s"] or 0))
         else:
@@ -343,67 +421,120 @@ class BackupRun:
             "name": backup_set.name,
             "complete": manifest["complete"],
             "error": manifest["error"],
+            "interrupted": stopped,
             "components": manifest["components"],
             "clients": clients.report,
             "retention": None,
             "restore_test": None,
         }
-        if config["retention"]:
-            result["retention"] = self._retention()
-        if config["restore_test"] and manifest["complete"]:
-            try:
-                result["restore_test"] = restore_test(config["backup_dir"], set_path=backup_set.path,
-                                                      engine=config["engine"], log=self.log,
-                                                      timeout=config["restore_test_timeout"])
-            except BackupRunError as exc:
-                self.log("restore test: %s" % exc, error=True)
-                result["restore_test"] = {"restorable": False, "error": str(exc)}
-            if not result["restore_test"].get("restorable"):
-                result["rc"] = EXIT_FAILED
-        result["metrics_file"] = self._metrics()
-        result["duration_s"] = round(time.monotonic() - clock, 3)
-        if result["rc"] != EXIT_OK:
-            failure = manifest["error"] or (result["restore_test"] or {}).get("error") or "restore test failed"
-            result["notify_rc"] = self._notify("failed", backup_set.path, failure)
+        try:
+            if not stopped:
+                guard.check()  # a signal while the set was finished
+                if config["retention"]:
+                    result["retention"] = self._retention()
+                if config["restore_test"] and manifest["complete"]:
+                    result["restore_test"] = self._restore_test(backup_set.path)
+                    if not result["restore_test"].get("restorable"):
+                        result["rc"] = EXIT_FAILED
+        except Interrupted as exc:
+            stopped = result["interrupted"] = str(exc)
+            self.log("%s: stopping the run" % exc, error=True)
+            result["rc"] = EXIT_FAILED
+            if result["restore_test"] is None and config["restore_test"] and manifest["complete"]:
+                result["restore_test"] = {"restorable": False, "error": "interrupted: %s" % exc}
+                self._record_restore_test(backup_set.path, result["restore_test"])
+        with guard.shielded():
+            result["metrics_file"] = self._metrics(result)
+            result["duration_s"] = round(time.monotonic() - clock, 3)
+            if result["rc"] != EXIT_OK:
+                failure = (manifest["error"] or (result["restore_test"] or {}).get("error")
+                           or ("interrupted: %s" % stopped if stopped else "restore test failed"))
+                result["notify_rc"] = self._notify("failed", backup_set.path, failure)
+        for reason in guard.ignored:
+            self.log("%s came while stopping; ignored, the cleanup went on" % reason, error=True)
         result["warnings"] = list(self.warnings)
         result["log"] = list(self.log.lines)
         return result
 
-    def _database(self, backup_set, entry, engine, clients_held):
-        name = entry["name"]
+    # -- components ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _component(self, backup_set, name, kind, seconds, what, cleanup=None, **details):
+        """Run one component under its timeout; a failure (or timeout) is recorded and the run goes on.
+
+        ``cleanup()`` ends what the component left running (in a container)
+        when it was stopped by its timeout or by an interruption. An
+        interruption is recorded, then raised on.
+        """
         started = time.monotonic()
         try:
+            with self.guard.limit(seconds, what):
+                yield
+        except _COMPONENT_ERRORS as exc:
+            error = str(exc)
+            if isinstance(exc, TimedOut) and cleanup:
+                with self.guard.shielded():
+                    cleanup()
+            self.log("%s: %s" % (name, error), error=True)
+            backup_set.record_failure(name, kind, error, duration_s=round(time.monotonic() - started, 3), **details)
+        except Interrupted as exc:
+            with self.guard.shielded():
+                if cleanup:
+                    cleanup()
+                backup_set.record_failure(name, kind, "interrupted: %s" % exc,
+                                          duration_s=round(time.monotonic() - started, 3), **details)
+            raise
+
+    def _database(self, backup_set, entry, engine, clients_held):
+        name = entry["name"]
+        since = since_now()
+
+        def cleanup():
+            end_dumps(engine, entry, since, self.log, self.environ)
+
+        self.state.update(dumping={"name": name, "since": since})
+        seconds = self.timeouts["dump"]
+        with self._component(backup_set, name, "database", seconds, "the dump of %s (timeouts.dump)" % name,
+                             cleanup=cleanup, container=entry["container"], database=entry["database"]):
+            started = time.monotonic()
             password = resolve_password(entry, self.environ)
-            counts = None
-            if entry["row_counts"]:
-                pg = PgContainer(entry["container"], engine=engine.binary, user=entry["user"], password=password)
-                counts = pg.table_row_counts(entry["database"])
             dest_dir = backup_set.path
             same_db = [item for item in self.config["databases"] if item["database"] == entry["database"]]
             if len(same_db) > 1:
                 dest_dir = os.path.join(backup_set.path, archive.safe_name(name))
                 os.mkdir(dest_dir, 0o700)
-            dumped = PgDump(entry["container"], entry["database"], engine=engine.binary, login_user=entry["user"],
-                            login_password=password, dest_dir=dest_dir, format=entry["format"],
-                            compress=entry["compress"], globals=entry["globals"], jobs=entry["jobs"],
-                            exclude_table_data=entry["exclude_table_data"]).run()
+            options = dict(engine=engine.binary, login_user=entry["user"], login_password=password,
+                           dest_dir=dest_dir, format=entry["format"], compress=entry["compress"],
+                           globals=entry["globals"], jobs=entry["jobs"],
+                           exclude_table_data=entry["exclude_table_data"],
+                           lock_wait_timeout=self.timeouts["lock_wait"])
+            counts = None
+            if entry["row_counts"]:
+                # counted in the snapshot the dump reads: the counts are the archive's whatever writes meanwhile
+                pg = PgContainer(entry["container"], engine=engine.binary, user=entry["user"], password=password)
+                pg.engine.timeout = self.timeouts["engine_call"]
+                with ExportedSnapshot(pg, entry["database"], timeout=seconds,
+                                      lock_timeout=self.timeouts["lock_wait"]) as snapshot:
+                    counts = snapshot.row_counts()
+                    dumped = PgDump(entry["container"], entry["database"], snapshot=snapshot.snapshot_id,
+                                    **options).run()
+            else:
+                dumped = PgDump(entry["container"], entry["database"], **options).run()
             self.warnings.extend("%s: %s" % (name, text) for text in dumped.get("warnings", []))
             extra = {"login_user": dumped["login_user"], "verified": dumped["verified"]}
             if counts is not None:
                 extra.update(row_counts=counts, rows_total=sum(value or 0 for value in counts.values()),
-                             row_counts_with_clients_held=clients_held)
+                             row_counts_with_clients_held=clients_held, row_counts_in_dump_snapshot=True)
             backup_set.record_dump(dumped["path"], name=name, duration_s=round(time.monotonic() - started, 3), **extra)
             self.log("%s: dumped %s/%s (%d bytes, %s)" % (name, entry["container"], entry["database"],
                                                           dumped["bytes"], dumped["compression"]))
-        except (DumpError, PgError, EngineError, BackupRunError, BackupSetError, OSError, ValueError) as exc:
-            self.log("%s: %s" % (name, exc), error=True)
-            backup_set.record_failure(name, "database", str(exc), duration_s=round(time.monotonic() - started, 3),
-                                      container=entry["container"], database=entry["database"])
+        self.state.update(dumping=None)
 
     def _path(self, backup_set, entry):
         name = entry["name"]
-        started = time.monotonic()
-        try:
+        with self._component(backup_set, name, entry["kind"], self.timeouts["copy"],
+                             "archiving %s (timeouts.copy)" % entry["path"], source=entry["path"]):
+            started = time.monotonic()
             if not os.path.exists(entry["path"]):
                 raise BackupRunError("%s does not exist" % entry["path"])
             dest = backup_set.file_path("%s.tar.gz" % name)
@@ -411,17 +542,26 @@ class BackupRun:
             backup_set.record_component(name, entry["kind"], path=dest, duration_s=round(time.monotonic() - started, 3),
                                         source=entry["path"])
             self.log("%s: archived %s" % (name, entry["path"]))
-        except (BackupRunError, BackupSetError, OSError, tarfile.TarError) as exc:
-            self.log("%s: %s" % (name, exc), error=True)
-            backup_set.record_failure(name, entry["kind"], str(exc), duration_s=round(time.monotonic() - started, 3),
-                                      source=entry["path"])
 
     def _container_command(self, backup_set, entry, engine):
         """stdout of a command in a container into ``<name>.txt`` (0600; it may hold passwords, never logged)."""
         name = entry["name"]
-        started = time.monotonic()
-        try:
-            rc, out, err = engine.exec_run(entry["container"], entry["command"])
+        seconds = self.timeouts["engine_call"]
+
+        def cleanup():
+            end_marked(engine, entry["container"], self.mark, self.log)
+
+        with self._component(backup_set, name, entry["kind"], seconds,
+                             "%s in container %s (timeouts.engine_call)" % (entry["command"][0], entry["container"]),
+                             cleanup=cleanup, container=entry["container"]):
+            started = time.monotonic()
+            try:
+                rc, out, err = engine.exec_run(entry["container"], entry["command"], env={RUN_MARK: self.mark},
+                                               timeout=seconds)
+            except EngineError:
+                with self.guard.shielded():
+                    cleanup()
+                raise
             if rc != 0:
                 raise BackupRunError("%s in container %s failed (exit %d): %s"
                                      % (entry["command"][0], entry["container"], rc, err.strip()[-500:]))
@@ -430,25 +570,22 @@ class BackupRun:
             backup_set.record_component(name, entry["kind"], path=dest, duration_s=round(time.monotonic() - started, 3),
                                         container=entry["container"], command=entry["command"][0])
             self.log("%s: saved the output of %s in container %s" % (name, entry["command"][0], entry["container"]))
-        except (BackupRunError, BackupSetError, EngineError, OSError) as exc:
-            self.log("%s: %s" % (name, exc), error=True)
-            backup_set.record_failure(name, entry["kind"], str(exc), duration_s=round(time.monotonic() - started, 3),
-                                      container=entry["container"])
 
     def _container_path(self, backup_set, entry, engine):
         """A folder inside a container (running or stopped) as ``<name>.tar.gz``: ``<engine> cp`` streamed, gzip."""
         name = entry["name"]
-        started = time.monotonic()
-        try:
+        seconds = self.timeouts["copy"]
+        with self._component(backup_set, name, entry["kind"], seconds,
+                             "copying %s from container %s (timeouts.copy)" % (entry["path"], entry["container"]),
+                             container=entry["container"], source=entry["path"]):
+            started = time.monotonic()
             dest = backup_set.file_path("%s.tar.gz" % name)
-            _copy_out_gz(engine, entry["container"], entry["path"], dest)
+            _copy_out_gz(engine, entry["container"], entry["path"], dest, timeout=seconds)
             backup_set.record_component(name, entry["kind"], path=dest, duration_s=round(time.monotonic() - started, 3),
                                         container=entry["container"], source=entry["path"])
             self.log("%s: archived %s from container %s" % (name, entry["path"], entry["container"]))
-        except (BackupRunError, BackupSetError, EngineError, OSError) as exc:
-            self.log("%s: %s" % (name, exc), error=True)
-            backup_set.record_failure(name, entry["kind"], str(exc), duration_s=round(time.monotonic() - started, 3),
-                                      container=entry["container"], source=entry["path"])
+
+    # -- after the set ---------------------------------------------------------------
 
     def _retention(self):
         policy = dict(self.config["retention"])
@@ -459,12 +596,36 @@ class BackupRun:
             self.log("retention failed: %s" % exc, error=True)
             self.warnings.append("retention failed: %s" % exc)
             return {"error": str(exc)}
+        for text in plan["warnings"]:
+            self.log("retention: %s" % text, error=True)
+            self.warnings.append("retention: %s" % text)
         for item in plan["deleted"]:
             self.log("retention: deleted %s (%s)" % (item["name"], item["reason"]))
         return {"kept": [item["name"] for item in plan["keep"]], "deleted": [item["name"] for item in plan["deleted"]]}
 
-    def _metrics(self):
-        return write_metrics(self.config, self.log)
+    def _restore_test(self, set_path):
+        """Restore-test the set under timeouts.restore_test; a failure or timeout is a result, not an exception."""
+        seconds = self.timeouts["restore_test"]
+        try:
+            with self.guard.limit(seconds, "the restore test (timeouts.restore_test)"):
+                return restore_test(self.config["backup_dir"], set_path=set_path, engine=self.config["engine"],
+                                    log=self.log, timeout=self.config["restore_test_timeout"],
+                                    engine_timeout=self.timeouts["engine_call"])
+        except (BackupRunError, TimedOut) as exc:
+            self.log("restore test: %s" % exc, error=True)
+            result = {"restorable": False, "error": str(exc)}
+            if isinstance(exc, TimedOut):
+                self._record_restore_test(set_path, result)
+            return result
+
+    def _record_restore_test(self, set_path, result):
+        try:
+            BackupSet.open(set_path).set_restore_test(dict(result, time=utc_now_iso()))
+        except (BackupSetError, OSError, ValueError) as exc:
+            self.log("cannot record the restore test in %s: %s" % (set_path, exc), error=True)
+
+    def _metrics(self, result=None):
+        return write_metrics(self.config, self.log, run=result)
 
     def _notify(self, status, set_path, error):
         if not self.config["notify_command"]:
@@ -486,6 +647,8 @@ def backup_set_module(params, check_mode=False):
         result = runner.run()
     except LockedError as exc:
         raise LockedError(str(exc), result={"rc": EXIT_LOCKED})
+    except Interrupted as exc:
+        raise BackupRunError("backup run in %s interrupted before it started a set: %s" % (config["backup_dir"], exc))
     except (BackupRunError, BackupSetError, EngineError, OSError) as exc:
         raise BackupRunError("backup run in %s failed: %s" % (config["backup_dir"], exc))
     if result["rc"] != EXIT_OK:
@@ -505,7 +668,7 @@ def restore_test_module(backup_dir, set=None, components=None, engine="auto", ti
         result = restore_test(backup_dir, set_path=set_path, engine=engine, log=log, timeout=timeout,
                               components=components)
         if metrics_file:
-            write_metrics_file(metrics_file, render_metrics(list_backups(backup_dir)["sets"], backup_dir))
+            write_metrics_file(metrics_file, metrics_text(backup_dir))
     except (BackupRunError, BackupSetError, OSError) as exc:
         raise BackupRunError("restore test in %s: %s" % (backup_dir, exc), result={"log": log.lines})
     result.update(changed=True, log=log.lines)
@@ -522,11 +685,50 @@ def _parser():
     parser = argparse.ArgumentParser(
         prog=PROG, description="Take one NL-BIOMERO backup set (or restore-test the newest one) as configured.")
     parser.add_argument("--config", required=True, help="JSON configuration (mode 0600: it may hold passwords)")
-    parser.add_argument("--restore-test", action="store_true",
-                        help="only restore-test the newest complete set (under the same lock)")
-    parser.add_argument("--check", action="store_true", help="validate the configuration and print the plan")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--restore-test", action="store_true",
+                      help="only restore-test the newest complete set (under the same lock)")
+    mode.add_argument("--recover", action="store_true",
+                      help="only undo what a run that died left: start its clients, finish its set as incomplete "
+                           "(at boot and after the service stopped; a normal run does it first too)")
+    mode.add_argument("--check", action="store_true", help="validate the configuration and print the plan")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     return parser
+
+
+def _recover_only(config, log):
+    """``--recover``: under the lock and shielded from signals; rc 0 when nothing was left or all was undone."""
+    with Guard(config["timeouts"]["run"]) as guard:
+        with guard.shielded():
+            with _locked(config):
+                recovered = recover(config, log)
+            if recovered is None:
+                return {"rc": EXIT_OK, "recovered": None}
+            write_metrics(config, log)
+            if config["notify_command"]:
+                run_notify(config["notify_command"], "recovered", recovered["set"], recovered["message"], log)
+    return {"rc": EXIT_FAILED if recovered["errors"] else EXIT_OK, "recovered": recovered}
+
+
+def _restore_test_only(config, log):
+    """``--restore-test``: the newest complete set, under the lock and the restore test's timeout."""
+    timeouts = config["timeouts"]
+    with Guard(timeouts["run"]) as guard:
+        with _locked(config):
+            try:
+                with guard.limit(timeouts["restore_test"], "the restore test (timeouts.restore_test)"):
+                    result = restore_test(config["backup_dir"], engine=config["engine"], log=log,
+                                          timeout=config["restore_test_timeout"],
+                                          engine_timeout=timeouts["engine_call"])
+            except (TimedOut, Interrupted) as exc:
+                log("restore test: %s" % exc, error=True)
+                result = {"restorable": False, "error": str(exc), "set": None}
+            with guard.shielded():
+                write_metrics(config, log)
+    result["rc"] = EXIT_OK if result["restorable"] else EXIT_FAILED
+    if result["rc"] != EXIT_OK and config["notify_command"]:
+        run_notify(config["notify_command"], "restore_test_failed", result["set"], result["error"], log)
+    return result
 
 
 def main(argv=None, stream=None):
@@ -543,21 +745,16 @@ def main(argv=None, stream=None):
         sys.stdout.write(json.dumps(runner.plan(), indent=2, sort_keys=True) + "\n")
         return EXIT_OK
     try:
-        if args.restore_test:
-            os.makedirs(config["backup_dir"], 0o700, exist_ok=True)
-            with RunLock(config["lock_file"]):
-                result = restore_test(config["backup_dir"], engine=config["engine"], log=log,
-                                      timeout=config["restore_test_timeout"])
-                write_metrics(config, log)
-            result["rc"] = EXIT_OK if result["restorable"] else EXIT_FAILED
-            if result["rc"] != EXIT_OK and config["notify_command"]:
-                run_notify(config["notify_command"], "restore_test_failed", result["set"], result["error"], log)
+        if args.recover:
+            result = _recover_only(config, log)
+        elif args.restore_test:
+            result = _restore_test_only(config, log)
         else:
             result = runner.run()
     except LockedError as exc:
         log(str(exc), error=True)
         return EXIT_LOCKED
-    except (BackupRunError, BackupSetError, EngineError, OSError) as exc:
+    except (NlbError, OSError, Interrupted) as exc:
         log(str(exc), error=True)
         if config["notify_command"]:
             run_notify(config["notify_command"], "failed", None, str(exc), log)

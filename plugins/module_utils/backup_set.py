@@ -589,17 +589,20 @@ def _summary(entry):
     return dict((key, entry.get(key)) for key in ("type", "name", "path", "time", "status", "complete", "databases"))
 
 
-def plan_retention(catalogue, policy, prune_incomplete=False, include_dumps=False):
+def plan_retention(catalogue, policy, prune_incomplete=False, include_dumps=False, keep_incomplete=None, now=None):
     """What retention keeps and deletes in a catalogue from ``list_backups``.
 
     Sets form one series; with ``include_dumps`` the loose dumps form one
     series per database, each under the same ``policy`` (a dict of keep_*
-    counts; see retention.select). The newest set, when unfinished, counts as
-    in progress and is kept. Entries without a usable time, and loose dumps
-    unless ``include_dumps``, are left alone and listed under ``ignored``.
-    Returns {'keep': [...], 'delete': [...], 'ignored': [...]}, summaries with
-    ``reasons`` (kept) or ``reason`` (deleted / ignored).
+    counts, optionally with ``keep_incomplete``; see retention.select). The
+    newest set, when unfinished, counts as in progress and is kept. Entries
+    without a usable time, and loose dumps unless ``include_dumps``, are left
+    alone and listed under ``ignored``. Returns {'keep': [...], 'delete': [...],
+    'ignored': [...], 'warnings': [...]}, summaries with ``reasons`` (kept) or
+    ``reason`` (deleted / ignored); ``warnings`` names entries dated in the future.
     """
+    policy = dict(policy)
+    keep_incomplete = policy.pop("keep_incomplete", keep_incomplete)
     policy = validate_policy(**policy)
     series = [list(catalogue["sets"])]
     ignored = []
@@ -611,23 +614,29 @@ def plan_retention(catalogue, policy, prune_incomplete=False, include_dumps=Fals
     else:
         ignored.extend(dict(_summary(entry), reason="loose dump (include_dumps is off)")
                        for entry in catalogue["dumps"])
-    keep, delete = [], []
+    keep, delete, warnings = [], [], []
     for entries in series:
         usable = [entry for entry in entries if entry.get("time")]
         ignored.extend(dict(_summary(entry), reason="no usable time") for entry in entries if not entry.get("time"))
         if not usable:
             continue
-        newest = _newest_first(usable)[0]
         by_path = dict((entry["path"], entry) for entry in usable)
         items = [{"id": entry["path"], "time": entry["time"], "complete": entry["complete"],
-                  "in_progress": entry is newest and entry["status"] == "unfinished"} for entry in usable]
-        chosen = select(items, prune_incomplete=prune_incomplete, **policy)
-        keep.extend(dict(_summary(by_path[item["id"]]), reasons=item["reasons"]) for item in chosen["keep"])
+                  "unfinished": entry["status"] == "unfinished"} for entry in usable]
+        chosen = select(items, prune_incomplete=prune_incomplete, keep_incomplete=keep_incomplete, now=now, **policy)
+        for item in chosen["keep"]:
+            keep.append(dict(_summary(by_path[item["id"]]), reasons=item["reasons"]))
+            if item.get("future"):
+                keep[-1]["future"] = True
+                warnings.append("%s is dated %s, in the future: made with a wrong clock? It is kept and not "
+                                "counted by retention; check the clock and remove it by hand"
+                                % (by_path[item["id"]]["name"], by_path[item["id"]]["time"]))
         delete.extend(dict(_summary(by_path[item["id"]]), reason=item["reason"]) for item in chosen["delete"])
-    return {"keep": _newest_first(keep), "delete": _newest_first(delete), "ignored": ignored}
+    return {"keep": _newest_first(keep), "delete": _newest_first(delete), "ignored": ignored, "warnings": warnings}
 
 
-def apply_retention(directory, policy, prune_incomplete=False, include_dumps=False, dry_run=False):
+def apply_retention(directory, policy, prune_incomplete=False, include_dumps=False, dry_run=False,
+                    keep_incomplete=None, now=None):
     """List ``directory``, plan retention (see plan_retention) and, unless ``dry_run``, delete.
 
     Returns the plan plus ``deleted`` (what was removed; empty on a dry run).
@@ -635,7 +644,8 @@ def apply_retention(directory, policy, prune_incomplete=False, include_dumps=Fal
     lists what had been removed before.
     """
     catalogue = list_backups(directory)
-    plan = plan_retention(catalogue, policy, prune_incomplete=prune_incomplete, include_dumps=include_dumps)
+    plan = plan_retention(catalogue, policy, prune_incomplete=prune_incomplete, include_dumps=include_dumps,
+                          keep_incomplete=keep_incomplete, now=now)
     full = dict((entry["path"], entry) for entry in catalogue["sets"] + catalogue["dumps"])
     deleted = []
     if not dry_run:

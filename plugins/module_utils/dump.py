@@ -78,7 +78,8 @@ class PgDump:
 
     def __init__(self, container, database, engine="auto", login_user=None, login_password=None,
                  dest=None, dest_dir=None, format="custom", jobs=None, compress="auto", globals=False,
-                 exclude_table_data=(), verify=True, mode="0600", force=False):
+                 exclude_table_data=(), verify=True, mode="0600", force=False, snapshot=None,
+                 lock_wait_timeout=None):
         if not container:
             raise DumpError("container is required")
         if not database:
@@ -109,6 +110,9 @@ class PgDump:
         self.file_mode = parse_mode(mode)
         self.dir_mode = dir_mode_for(self.file_mode)
         self.force = bool(force)
+        # an exported snapshot to dump in (pg_snapshot.ExportedSnapshot), seconds to wait for a table lock
+        self.snapshot = snapshot
+        self.lock_wait_timeout = lock_wait_timeout
         self.warnings = []
         self.pg = None
         self.plan = None
@@ -318,7 +322,8 @@ class PgDump:
 
         Returns (sha256, bytes, verification); the sha256 is the stream's.
         """
-        command = pg_dump_argv(self.format, plan["compress_args"], exclude_table_data=self.exclude_table_data)
+        command = pg_dump_argv(self.format, plan["compress_args"], exclude_table_data=self.exclude_table_data,
+                               snapshot=self.snapshot, lock_wait_timeout=self.lock_wait_timeout)
         done = self._exec_into(command, tmp)
         if done.rc != 0:
             raise DumpError("pg_dump of database '%s' in container '%s' failed (%s): %s"
@@ -379,7 +384,8 @@ class PgDump:
         staged = posixpath.join(stage, STAGE_SUBDIR)
         try:
             command = pg_dump_argv("directory", plan["compress_args"], jobs=plan["jobs"],
-                                   exclude_table_data=self.exclude_table_data, output=staged)
+                                   exclude_table_data=self.exclude_table_data, output=staged,
+                                   snapshot=self.snapshot, lock_wait_timeout=self.lock_wait_timeout)
             rc, out, err = engine.exec_run(self.container, command, env=self._env())
             if rc != 0:
                 raise DumpError("pg_dump of database '%s' in container '%s' failed (%s): %s"

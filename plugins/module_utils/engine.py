@@ -370,8 +370,8 @@ class ContainerEngine:
         """Like :meth:`call` but EngineError naming ``what`` on a non-zero exit; returns stdout."""
         rc, out, err = self.call(*args, **kwargs)
         if rc != 0:
-            raise EngineError("%s failed (%s %s): %s" % (what, self.binary, args[0] if args else "",
-                                                          err.strip() or out.strip() or "exit %d" % rc))
+            detail = err.strip() or out.strip() or "exit %d" % rc
+            raise EngineError("%s failed (%s %s): %s" % (what, self.binary, args[0] if args else "", detail))
         return out
 
     def exec_run(self, container, command, env=None, input_bytes=None, user=None, timeout=None):

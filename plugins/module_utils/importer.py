@@ -44,19 +44,9 @@ __metaclass__ = type
 import datetime
 import json
 import re
-import traceback
 import uuid as uuidlib
 
 from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
-
-PSYCOPG2_IMPORT_ERROR = None
-try:
-    from psycopg2 import sql
-    HAS_PSYCOPG2 = True
-except ImportError:  # pragma: no cover - depends on the managed host
-    sql = None
-    HAS_PSYCOPG2 = False
-    PSYCOPG2_IMPORT_ERROR = traceback.format_exc()
 
 STAGE_PENDING = "Import Pending"
 STAGE_STARTED = "Import Started"
@@ -246,7 +236,7 @@ class TableInfo:
 
     @property
     def identifier(self):
-        return sql.Identifier(self.schema, self.name)
+        return quote_ident(self.schema, self.name)
 
     @property
     def qualified_name(self):
@@ -272,19 +262,19 @@ class TableInfo:
 
 
 class _Runner:
-    """Executes statements on one cursor and records their text (placeholders, never values)."""
+    """Executes statements on one cursor and records their text (placeholders, never values).
+
+    Works with the connections of psycopg2 and psycopg 3 alike (community.postgresql
+    picks the driver); rows are read as tuples.
+    """
 
     def __init__(self, conn):
         self.conn = conn
         self.cursor = conn.cursor()
         self.queries = []
 
-    def render(self, query):
-        text = query if isinstance(query, str) else query.as_string(self.cursor)
-        return " ".join(text.split())
-
     def record(self, query):
-        self.queries.append(self.render(query))
+        self.queries.append(" ".join(query.split()))
 
     def execute(self, query, params=None):
         self.record(query)
@@ -303,7 +293,7 @@ class _Runner:
 def inspect_table(runner, table=TABLE):
     """TableInfo for ``table`` (resolved through search_path); ImporterError when missing or not an imports table."""
     row = runner.fetchall(
-        "SELECT n.nspname, c.relname, c.oid, current_database(), current_setting('search_path') "
+        "SELECT n.nspname, c.relname, c.oid, current_setting('server_version_num')::int "
         "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
         "WHERE c.oid = to_regclass(%(table)s)", {"table": table})
     if not row:
@@ -311,8 +301,7 @@ def inspect_table(runner, table=TABLE):
         raise ImporterError("table '%s' does not exist in database '%s' (search_path: %s): this is not a "
                             "BIOMERO.importer database, or the importer has not started on it yet"
                             % (table, database[0], database[1]))
-    schema, name, oid = row[0][0], row[0][1], row[0][2]
-    version = getattr(runner.conn, "server_version", 0) or 0
+    schema, name, oid, version = row[0]
     flags = []
     if version >= 100000:
         flags.append("a.attidentity = 'a'")
@@ -331,8 +320,13 @@ def inspect_table(runner, table=TABLE):
 
 
 # ---------------------------------------------------------------------------
-# SQL building (parameterised; identifiers quoted by psycopg2.sql)
+# SQL building (values always parameterised; identifiers quoted by quote_ident)
 # ---------------------------------------------------------------------------
+
+def quote_ident(*parts):
+    """A (schema-qualified) SQL identifier: each part in double quotes, inner quotes doubled."""
+    return ".".join('"%s"' % part.replace('"', '""') for part in parts)
+
 
 def _latest_cte(table, selection):
     """CTE ``latest``: each order's latest row (highest id).
@@ -341,16 +335,14 @@ def _latest_cte(table, selection):
     uuid joined back on the primary key (hash aggregate + hash join, no sort
     of the whole table).
     """
-    columns = sql.SQL("i.id, i.uuid, i.stage, i.{ts} AS ts, i.group_name, i.user_name, i.destination_type, "
-                      "i.destination_id").format(ts=sql.Identifier("timestamp"))
+    columns = ('i.id, i.uuid, i.stage, i."timestamp" AS ts, i.group_name, i.user_name, i.destination_type, '
+               'i.destination_id')
     if selection.uuids:
-        return sql.SQL("latest AS (SELECT DISTINCT ON (i.uuid) {columns} FROM {t} AS i "
-                       "WHERE i.uuid = ANY(%(uuids)s) ORDER BY i.uuid, i.id DESC)").format(
-            columns=columns, t=table.identifier)
-    return sql.SQL(
-        "latest AS (SELECT {columns} FROM {t} AS i "
-        "JOIN (SELECT uuid, max(id) AS id FROM {t} GROUP BY uuid) AS m ON m.id = i.id)"
-    ).format(columns=columns, t=table.identifier)
+        return ("latest AS (SELECT DISTINCT ON (i.uuid) {columns} FROM {t} AS i "
+                "WHERE i.uuid = ANY(%(uuids)s) ORDER BY i.uuid, i.id DESC)").format(columns=columns, t=table.identifier)
+    return ("latest AS (SELECT {columns} FROM {t} AS i "
+            "JOIN (SELECT uuid, max(id) AS id FROM {t} GROUP BY uuid) AS m ON m.id = i.id)"
+            ).format(columns=columns, t=table.identifier)
 
 
 def _filter_sql(selection, alias="l", with_stages=True):
@@ -358,55 +350,55 @@ def _filter_sql(selection, alias="l", with_stages=True):
     conditions, params = [], {}
 
     def col(name):
-        return sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(name))
+        return quote_ident(alias, name)
 
     if selection.uuids:
         params["uuids"] = list(selection.uuids)
     if with_stages and selection.stages:
-        conditions.append(sql.SQL("{} = ANY(%(stages)s)").format(col("stage")))
+        conditions.append("%s = ANY(%%(stages)s)" % col("stage"))
         params["stages"] = list(selection.stages)
     if selection.group_name:
-        conditions.append(sql.SQL("{} = %(group_name)s").format(col("group_name")))
+        conditions.append("%s = %%(group_name)s" % col("group_name"))
         params["group_name"] = selection.group_name
     if selection.user_name:
-        conditions.append(sql.SQL("{} = %(user_name)s").format(col("user_name")))
+        conditions.append("%s = %%(user_name)s" % col("user_name"))
         params["user_name"] = selection.user_name
     if selection.since is not None:
-        conditions.append(sql.SQL("{} >= %(since)s").format(col("ts")))
+        conditions.append("%s >= %%(since)s" % col("ts"))
         params["since"] = selection.since
     if selection.until is not None:
-        conditions.append(sql.SQL("{} < %(until)s").format(col("ts")))
+        conditions.append("%s < %%(until)s" % col("ts"))
         params["until"] = selection.until
     if not conditions:
-        return sql.SQL(""), params
-    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions), params
+        return "", params
+    return " WHERE " + " AND ".join(conditions), params
 
 
 def info_queries(table, selection, limit):
     """(orders query, counts query, params) for biomero_import_info."""
     where, params = _filter_sql(selection)
     params["limit"] = limit
-    head = sql.SQL("WITH {latest}, matched AS (SELECT l.* FROM latest AS l{where}) ").format(
+    head = "WITH {latest}, matched AS (SELECT l.* FROM latest AS l{where}) ".format(
         latest=_latest_cte(table, selection), where=where)
-    description = sql.SQL(", z.description AS last_description, f.description AS first_description") \
-        if table.has_lineage else sql.SQL(", NULL AS last_description, NULL AS first_description")
-    orders = head + sql.SQL(
+    description = (", z.description AS last_description, f.description AS first_description" if table.has_lineage
+                   else ", NULL AS last_description, NULL AS first_description")
+    orders = head + (
         "SELECT m.uuid, m.stage, m.group_name, m.user_name, m.destination_type, m.destination_id, m.id AS last_id, "
         "a.row_count, a.first_at, a.last_at, f.files{description} "
         "FROM (SELECT * FROM matched ORDER BY id DESC LIMIT %(limit)s) AS m "
-        "CROSS JOIN LATERAL (SELECT count(*) AS row_count, min(r.{ts}) AS first_at, max(r.{ts}) AS last_at, "
+        'CROSS JOIN LATERAL (SELECT count(*) AS row_count, min(r."timestamp") AS first_at, '
+        'max(r."timestamp") AS last_at, '
         "min(r.id) AS first_id FROM {t} AS r WHERE r.uuid = m.uuid) AS a "
         "JOIN {t} AS f ON f.id = a.first_id JOIN {t} AS z ON z.id = m.id "
         "ORDER BY m.id DESC"
-    ).format(t=table.identifier, ts=sql.Identifier("timestamp"), description=description)
-    counts = head + sql.SQL("SELECT stage, count(*) FROM matched GROUP BY stage ORDER BY stage")
+    ).format(t=table.identifier, description=description)
+    counts = head + "SELECT stage, count(*) FROM matched GROUP BY stage ORDER BY stage"
     return orders, counts, params
 
 
 def _fingerprint(alias, columns):
     """md5 of the order columns of a row (ROW()::text keeps NULL and '' apart)."""
-    items = sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c)) for c in columns)
-    return sql.SQL("md5(ROW({})::text)").format(items)
+    return "md5(ROW(%s)::text)" % ", ".join(quote_ident(alias, c) for c in columns)
 
 
 def candidates_query(table, selection, strategy):
@@ -417,31 +409,29 @@ def candidates_query(table, selection, strategy):
     hashed (see _PLANNER_SETTINGS).
     """
     if selection.uuids:
-        where, params = sql.SQL(""), {"uuids": list(selection.uuids)}
-        source_filter = sql.SQL("i.uuid = ANY(%(uuids)s)")
+        where, params = "", {"uuids": list(selection.uuids)}
+        source_filter = "i.uuid = ANY(%(uuids)s)"
     else:
         where, params = _filter_sql(selection)
-        source_filter = sql.SQL("i.uuid IN (SELECT uuid FROM picked)")
+        source_filter = "i.uuid IN (SELECT uuid FROM picked)"
     params["pending"] = STAGE_PENDING
-    fingerprint = sql.SQL("")
-    retried_cte = sql.SQL("")
-    retried_col = sql.SQL("NULL::text")
-    retried_join = sql.SQL("")
+    fingerprint = retried_cte = retried_join = ""
+    retried_col = "NULL::text"
     if strategy == "new_order":
         columns = table.compare_columns()
-        fingerprint = sql.SQL(", {} AS fingerprint").format(_fingerprint("i", columns))
+        fingerprint = ", %s AS fingerprint" % _fingerprint("i", columns)
         # Later Import Pending rows by fingerprint: the order's own rows all have ids <= its latest id,
         # so "id > latest id" also means "another uuid".
-        retried_cte = sql.SQL(
+        retried_cte = (
             ", later AS (SELECT r.id, r.uuid, {rfp} AS fingerprint FROM {t} AS r "
             "WHERE r.stage = %(pending)s AND r.id > (SELECT min(id) FROM picked)), "
             "retried AS (SELECT DISTINCT ON (p.uuid) p.uuid, r.uuid AS retried_as "
             "FROM picked AS p JOIN source AS s ON s.uuid = p.uuid JOIN later AS r ON r.fingerprint = s.fingerprint "
             "WHERE r.id > p.id ORDER BY p.uuid, r.id)"
         ).format(t=table.identifier, rfp=_fingerprint("r", columns))
-        retried_col = sql.SQL("rt.retried_as")
-        retried_join = sql.SQL(" LEFT JOIN retried AS rt ON rt.uuid = p.uuid")
-    query = sql.SQL(
+        retried_col = "rt.retried_as"
+        retried_join = " LEFT JOIN retried AS rt ON rt.uuid = p.uuid"
+    query = (
         "WITH {latest}, picked AS (SELECT l.* FROM latest AS l{where}), "
         "source AS (SELECT DISTINCT ON (i.uuid) i.uuid, i.id AS source_id, i.files{fingerprint} "
         "FROM {t} AS i WHERE {source_filter} "
@@ -467,22 +457,21 @@ def insert_query(table):
     exprs = []
     for column in columns:
         if column == LINEAGE_COLUMN:
-            exprs.append(sql.SQL("concat_ws(' ', v.marker, NULLIF(s.{}, ''))").format(sql.Identifier(column)))
+            exprs.append("concat_ws(' ', v.marker, NULLIF(s.%s, ''))" % quote_ident(column))
         else:
-            exprs.append(sql.SQL("s.{}").format(sql.Identifier(column)))
-    target = sql.SQL(", ").join([sql.Identifier(c) for c in columns]
-                                + [sql.Identifier("uuid"), sql.Identifier("stage"), sql.Identifier("timestamp")])
-    return sql.SQL(
+            exprs.append("s.%s" % quote_ident(column))
+    target = ", ".join(quote_ident(c) for c in columns + ["uuid", "stage", "timestamp"])
+    return (
         "INSERT INTO {t} ({target}) SELECT {exprs}, v.new_uuid, %(pending)s, now() "
         "FROM unnest(%(source_ids)s::bigint[], %(new_uuids)s::text[], %(markers)s::text[]) "
         "WITH ORDINALITY AS v(source_id, new_uuid, marker, ord) "
         "JOIN {t} AS s ON s.id = v.source_id ORDER BY v.ord RETURNING id, uuid"
-    ).format(t=table.identifier, target=target, exprs=sql.SQL(", ").join(exprs))
+    ).format(t=table.identifier, target=target, exprs=", ".join(exprs))
 
 
 def reset_query(table):
     """The platform's documented UPDATE (every row of the orders back to Import Pending)."""
-    return sql.SQL(
+    return (
         "WITH old AS (SELECT id, stage FROM {t} WHERE uuid = ANY(%(uuids)s) AND stage IS DISTINCT FROM %(pending)s "
         "ORDER BY id FOR UPDATE) "
         "UPDATE {t} AS u SET stage = %(pending)s FROM old WHERE u.id = old.id RETURNING u.id, u.uuid, old.stage"
@@ -490,13 +479,12 @@ def reset_query(table):
 
 
 def reset_preview_query(table):
-    return sql.SQL(
-        "SELECT id, uuid, stage FROM {t} WHERE uuid = ANY(%(uuids)s) AND stage IS DISTINCT FROM %(pending)s ORDER BY id"
-    ).format(t=table.identifier)
+    return ("SELECT id, uuid, stage FROM {t} WHERE uuid = ANY(%(uuids)s) AND stage IS DISTINCT FROM %(pending)s "
+            "ORDER BY id").format(t=table.identifier)
 
 
 def lock_query(table):
-    return sql.SQL("LOCK TABLE {} IN " + LOCK_MODE + " MODE").format(table.identifier)
+    return "LOCK TABLE %s IN %s MODE" % (table.identifier, LOCK_MODE)
 
 
 # ---------------------------------------------------------------------------
@@ -586,9 +574,17 @@ def _order_entry(candidate, new_uuid=None, new_id=None):
 # Operations
 # ---------------------------------------------------------------------------
 
-def _prepare(conn, readonly):
-    """READ COMMITTED explicitly: after the lock each statement must see what others committed."""
-    conn.set_session(isolation_level="READ COMMITTED", readonly=readonly, autocommit=False)
+def _prepare(runner, readonly):
+    """Open the transaction READ COMMITTED explicitly: after the lock each statement must see what others
+    committed. SQL rather than a driver call, so psycopg2 and psycopg 3 connections behave alike."""
+    if runner.conn.autocommit:
+        runner.conn.autocommit = False
+    runner.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED, %s" % ("READ ONLY" if readonly else "READ WRITE"))
+
+
+def _sqlstate(exc):
+    """SQLSTATE of a database error (psycopg2: pgcode; psycopg 3: sqlstate)."""
+    return getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
 
 
 def _rollback_quietly(conn):
@@ -601,9 +597,9 @@ def _rollback_quietly(conn):
 
 def list_orders(conn, selection, limit):
     """Read-only view of orders (biomero_import_info). Returns a result dict."""
-    _prepare(conn, readonly=True)
     runner = _Runner(conn)
     try:
+        _prepare(runner, readonly=True)
         table = inspect_table(runner)
         orders_sql, counts_sql, params = info_queries(table, selection, limit)
         rows = runner.dicts(orders_sql, params)
@@ -650,9 +646,9 @@ def retry_orders(conn, selection, strategy="new_order", limit=DEFAULT_LIMIT, che
     if strategy not in STRATEGIES:
         raise ImporterError("strategy '%s' is not supported; use one of: %s" % (strategy, ", ".join(STRATEGIES)))
     new_uuid = new_uuid or (lambda: str(uuidlib.uuid4()))
-    _prepare(conn, readonly=check_mode)
     runner = _Runner(conn)
     try:
+        _prepare(runner, readonly=check_mode)
         table = inspect_table(runner)
         if not check_mode:
             runner.execute("SELECT set_config('lock_timeout', %(lock_timeout)s, true)",
@@ -660,7 +656,7 @@ def retry_orders(conn, selection, strategy="new_order", limit=DEFAULT_LIMIT, che
             try:
                 runner.execute(lock_query(table))
             except Exception as exc:
-                if getattr(exc, "pgcode", None) == "55P03":
+                if _sqlstate(exc) == "55P03":  # lock_not_available
                     raise ImporterError("could not lock %s within lock_timeout=%ss: another retry or a long "
                                         "transaction holds it; nothing was written" % (table.qualified_name, lock_timeout))
                 raise

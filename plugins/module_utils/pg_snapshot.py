@@ -28,10 +28,11 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container i
 class ExportedSnapshot:
     """A context manager holding a REPEATABLE READ, READ ONLY transaction with an exported snapshot."""
 
-    def __init__(self, pg, database, timeout=None):
+    def __init__(self, pg, database, timeout=None, lock_timeout=None):
         self.pg = pg
         self.database = database
         self.timeout = timeout
+        self.lock_timeout = lock_timeout  # seconds a count waits for a table lock (None: no limit)
         self.snapshot_id = None
         self._session = None
         self._marker = "nlb-snapshot-%s" % uuid.uuid4().hex
@@ -41,12 +42,13 @@ class ExportedSnapshot:
 
     def __enter__(self):
         env = self.pg.env(self.database)
-        argv = self.pg.engine.exec_argv(self.pg.container, ["psql", "-X", "-q", "-A", "-t", "--no-password",
-                                                              "-v", "ON_ERROR_STOP=1"],
-                                        env_names=sorted(env), interactive=True)
+        psql = ["psql", "-X", "-q", "-A", "-t", "--no-password", "-v", "ON_ERROR_STOP=1"]
+        argv = self.pg.engine.exec_argv(self.pg.container, psql, env_names=sorted(env), interactive=True)
         self._session = Session(argv, env=env)
         try:
-            lines = self._ask("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\nSELECT pg_export_snapshot();")
+            setting = "SET LOCAL lock_timeout = %d;\n" % int(self.lock_timeout * 1000) if self.lock_timeout else ""
+            lines = self._ask("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\n%sSELECT pg_export_snapshot();"
+                              % setting)
         except BaseException:
             self._session.close(kill=True)
             raise

@@ -136,11 +136,20 @@ def connection_env(user, database, password=None):
     return env
 
 
-def pg_dump_argv(fmt, compress_args, jobs=None, exclude_table_data=(), output=None):
-    """argv for pg_dump; output None means stdout (custom, tar, plain)."""
+def pg_dump_argv(fmt, compress_args, jobs=None, exclude_table_data=(), output=None, snapshot=None,
+                 lock_wait_timeout=None):
+    """argv for pg_dump; output None means stdout (custom, tar, plain).
+
+    ``snapshot``: an exported snapshot id to dump in (``--snapshot``);
+    ``lock_wait_timeout``: seconds pg_dump waits for a table lock before it fails.
+    """
     if fmt not in FORMATS:
         raise PgToolError("format '%s' is not supported; accepted: %s" % (fmt, ", ".join(sorted(FORMATS))))
     argv = ["pg_dump", "--format=" + FORMATS[fmt][0], "--no-password"] + list(compress_args)
+    if snapshot:
+        argv.append("--snapshot=" + snapshot)
+    if lock_wait_timeout:
+        argv.append("--lock-wait-timeout=%d" % int(lock_wait_timeout * 1000))  # milliseconds
     if jobs and jobs > 1:
         if fmt != "directory":
             raise PgToolError("jobs=%s needs format 'directory' (pg_dump dumps in parallel only into a directory)" % jobs)

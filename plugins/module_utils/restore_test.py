@@ -141,11 +141,13 @@ def _quiet(message, error=False):
     """A log that says nothing."""
 
 
-def restore_test(backup_dir, set_path=None, engine="auto", log=None, timeout=180, components=None):
+def restore_test(backup_dir, set_path=None, engine="auto", log=None, timeout=180, components=None, engine_timeout=None):
     """Restore the newest complete set (or ``set_path``) into throwaway containers and compare row counts.
 
     The result is recorded in the set manifest (``restore_test``) and
-    returned. ``log(message, error=False)`` gets the progress.
+    returned. ``log(message, error=False)`` gets the progress. ``timeout``:
+    seconds a throwaway container gets to start; ``engine_timeout``: seconds
+    each short engine call may take.
     """
     log = log or _quiet
     backup_dir = os.path.abspath(backup_dir)
@@ -158,7 +160,7 @@ def restore_test(backup_dir, set_path=None, engine="auto", log=None, timeout=180
     if not backup_set.manifest.get("complete"):
         raise BackupRunError("backup set %s is not complete; only complete sets are restore-tested" % set_path)
     try:
-        engine_obj = ContainerEngine(engine)
+        engine_obj = ContainerEngine(engine, timeout=engine_timeout)
     except NlbError as exc:
         raise BackupRunError(str(exc))
     now = datetime.datetime.now(datetime.timezone.utc)

@@ -21,6 +21,8 @@ author:
   - NL-BIOMERO database maintainers (@NL-BIOMERO)
 extends_documentation_fragment:
   - nl_biomero.database.postgres_connection
+  - community.postgresql.postgres
+  - nl_biomero.database.container.engine
 options:
   uuids:
     description:
@@ -195,58 +197,35 @@ queries:
   sample: ["SELECT stage, count(*) FROM matched GROUP BY stage ORDER BY stage"]
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nl_biomero.database.plugins.module_utils import importer
-from ansible_collections.nl_biomero.database.plugins.module_utils.pg_connect import (
-    CONNECTION_MUTUALLY_EXCLUSIVE,
-    HAS_PSYCOPG2,
-    PSYCOPG2_IMPORT_ERROR,
-    PgConnectError,
-    connect,
-    connection_argument_spec,
-)
+from ansible_collections.nl_biomero.database.plugins.module_utils import importer, pg_connect
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import run_module
 
 
-def argument_spec():
-    spec = connection_argument_spec()
-    spec.update(importer.selection_argument_spec())
-    return spec
-
-
-class ImportInfoManager:
-    """Validates the filters, connects and reads the orders."""
-
-    def __init__(self, module):
-        self.module = module
-        self.params = module.params
-
-    def run(self):
-        try:
-            selection = importer.selection_from_params(self.params)
-            if self.params["limit"] < 1:
-                raise importer.ImporterError("limit must be at least 1, got %s" % self.params["limit"])
-            conn, _where = connect(self.params)
-        except (importer.ImporterError, PgConnectError) as exc:
-            self.module.fail_json(msg=str(exc))
-        try:
-            result = importer.list_orders(conn, selection, self.params["limit"])
-        except importer.ImporterError as exc:
-            self.module.fail_json(msg=str(exc))
-        except Exception as exc:  # psycopg2.Error
-            self.module.fail_json(msg="reading the orders failed: %s" % " ".join(str(exc).split()))
-        finally:
-            conn.close()
-        result["filters"] = selection.filters()
-        return result
+def _info(module):
+    """Validate the filters, connect, read the orders."""
+    params = module.params
+    selection = importer.selection_from_params(params)
+    if params["limit"] < 1:
+        raise importer.ImporterError("limit must be at least 1, got %s" % params["limit"])
+    conn = pg_connect.connect(module)
+    try:
+        result = importer.list_orders(conn, selection, params["limit"])
+    except pg_connect.DRIVER_ERRORS as exc:
+        raise importer.ImporterError("reading the orders failed: %s" % " ".join(str(exc).split()))
+    finally:
+        conn.close()
+    result.update(changed=False, filters=selection.filters())
+    return result
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), mutually_exclusive=CONNECTION_MUTUALLY_EXCLUSIVE,
+    spec = pg_connect.argument_spec()
+    spec.update(importer.selection_argument_spec())
+    module = AnsibleModule(argument_spec=spec, mutually_exclusive=pg_connect.MUTUALLY_EXCLUSIVE,
                            supports_check_mode=True)
-    if not HAS_PSYCOPG2:
-        module.fail_json(msg=missing_required_lib("psycopg2"), exception=PSYCOPG2_IMPORT_ERROR)
-    module.exit_json(changed=False, **ImportInfoManager(module).run())
+    run_module(module, lambda: _info(module))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ author:
   - NL-BIOMERO database maintainers (@NL-BIOMERO)
 extends_documentation_fragment:
   - nl_biomero.database.postgres_connection
+  - community.postgresql.postgres
+  - nl_biomero.database.container.engine
 options:
   uuids:
     description:
@@ -259,69 +261,44 @@ queries:
   sample: ["LOCK TABLE \"public\".\"imports\" IN SHARE ROW EXCLUSIVE MODE"]
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nl_biomero.database.plugins.module_utils import importer
-from ansible_collections.nl_biomero.database.plugins.module_utils.pg_connect import (
-    CONNECTION_MUTUALLY_EXCLUSIVE,
-    HAS_PSYCOPG2,
-    PSYCOPG2_IMPORT_ERROR,
-    PgConnectError,
-    connect,
-    connection_argument_spec,
-)
+from ansible_collections.nl_biomero.database.plugins.module_utils import importer, pg_connect
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import run_module
 
 
-def argument_spec():
-    spec = connection_argument_spec()
+def _retry(module):
+    """Validate the request, connect, retry in one transaction, shape the result."""
+    params = module.params
+    strategy, limit = importer.validate_retry_request(params)
+    selection = importer.selection_from_params(params, default_stages=[importer.STAGE_FAILED])
+    if params["lock_timeout"] < 1:
+        raise importer.ImporterError("lock_timeout must be at least 1 second, got %s" % params["lock_timeout"])
+    conn = pg_connect.connect(module)
+    try:
+        result = importer.retry_orders(conn, selection, strategy=strategy, limit=limit,
+                                       check_mode=module.check_mode, lock_timeout=params["lock_timeout"])
+    except pg_connect.DRIVER_ERRORS as exc:  # the transaction was rolled back
+        raise importer.ImporterError("retry failed, nothing was written: %s" % " ".join(str(exc).split()))
+    finally:
+        conn.close()
+    if not module._diff:
+        result.pop("diff")
+    result["filters"] = selection.filters()
+    return result
+
+
+def main():
+    spec = pg_connect.argument_spec()
     spec.update(importer.selection_argument_spec(default_stages=[importer.STAGE_FAILED]))
     spec.update(
         all_failed=dict(type="bool", default=False),
         strategy=dict(type="str", default="new_order", choices=list(importer.STRATEGIES)),
         lock_timeout=dict(type="int", default=30),
     )
-    return spec
-
-
-class ImportRetryManager:
-    """Validates the request, connects, retries, and shapes the result."""
-
-    def __init__(self, module):
-        self.module = module
-        self.params = module.params
-
-    def run(self):
-        try:
-            strategy, limit = importer.validate_retry_request(self.params)
-            selection = importer.selection_from_params(self.params, default_stages=[importer.STAGE_FAILED])
-            if self.params["lock_timeout"] < 1:
-                raise importer.ImporterError("lock_timeout must be at least 1 second, got %s" % self.params["lock_timeout"])
-            conn, _where = connect(self.params)
-        except (importer.ImporterError, PgConnectError) as exc:
-            self.module.fail_json(msg=str(exc), changed=False)
-        try:
-            result = importer.retry_orders(conn, selection, strategy=strategy, limit=limit,
-                                           check_mode=self.module.check_mode, lock_timeout=self.params["lock_timeout"])
-        except importer.ImporterError as exc:
-            self.module.fail_json(msg=str(exc), changed=False)
-        except Exception as exc:  # psycopg2.Error: the transaction was rolled back
-            self.module.fail_json(msg="retry failed, nothing was written: %s" % " ".join(str(exc).split()), changed=False)
-        finally:
-            conn.close()
-        for warning in result.pop("warnings"):
-            self.module.warn(warning)
-        if not self.module._diff:
-            result.pop("diff")
-        result["filters"] = selection.filters()
-        return result
-
-
-def main():
-    module = AnsibleModule(argument_spec=argument_spec(), mutually_exclusive=CONNECTION_MUTUALLY_EXCLUSIVE,
+    module = AnsibleModule(argument_spec=spec, mutually_exclusive=pg_connect.MUTUALLY_EXCLUSIVE,
                            supports_check_mode=True)
-    if not HAS_PSYCOPG2:
-        module.fail_json(msg=missing_required_lib("psycopg2"), exception=PSYCOPG2_IMPORT_ERROR)
-    module.exit_json(**ImportRetryManager(module).run())
+    run_module(module, lambda: _retry(module))
 
 
 if __name__ == "__main__":

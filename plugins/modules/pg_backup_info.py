@@ -152,6 +152,11 @@ sets:
     restore_test:
       description: The restore test result recorded in the manifest, if any.
       type: dict
+    dated_in_future:
+      description:
+        - True when the set is dated in the future (made while the clock was wrong); it is never the
+          RV(newest_complete) and retention counts it for nothing (a warning names it).
+      type: bool
     format_version:
       description: Format version of the set manifest.
       type: int
@@ -176,7 +181,9 @@ dumps:
       checksums: not_checked
       problems: []
 newest_complete:
-  description: The newest complete set (same keys as an element of RV(sets)), or null when there is none.
+  description:
+    - The newest complete set not dated in the future (same keys as an element of RV(sets)), or null when
+      there is none.
   returned: always
   type: dict
 """
@@ -190,6 +197,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.backup_set imp
     newest_complete,
 )
 from ansible_collections.nl_biomero.database.plugins.module_utils.errors import run_module
+from ansible_collections.nl_biomero.database.plugins.module_utils.retention import dated_in_future
 
 
 def _info(path, verify_checksums):
@@ -198,8 +206,15 @@ def _info(path, verify_checksums):
         catalogue = list_backups(path, verify_checksums=verify_checksums)
     except (BackupSetError, OSError) as exc:
         raise BackupSetError("cannot list backups in %s: %s" % (path, exc))
+    warnings = []
+    for entry in catalogue["sets"]:
+        entry["dated_in_future"] = dated_in_future(entry["time"])
+        if entry["dated_in_future"]:
+            warnings.append("set %s is dated %s, in the future: made with a wrong clock? It is never taken as the "
+                            "newest complete set" % (entry["name"], entry["time"]))
+    real = [entry for entry in catalogue["sets"] if not entry["dated_in_future"]]
     return dict(changed=False, path=path, sets=catalogue["sets"], dumps=catalogue["dumps"],
-                newest_complete=newest_complete(catalogue["sets"]))
+                newest_complete=newest_complete(real), warnings=warnings)
 
 
 def main():

@@ -24,10 +24,16 @@ description:
     do not use up the count. A set kept by several rules is kept once.
   - The newest complete set is never deleted.
   - Incomplete sets (a failed component, a run that died, a damaged or
-    unreadable set) never count as backups. Those newer than the newest
-    complete set are kept (they may be the only trace of a recent failure)
-    unless O(prune_incomplete=true); older ones are deleted. The newest set,
-    when it has not finished, may be a run in progress and is never deleted.
+    unreadable set) never count as backups. Of those newer than the newest
+    complete set the O(keep_incomplete) newest are kept (they may be the only
+    trace of a recent failure, and hold the components that did succeed), the
+    others are deleted, so a component that fails every night does not fill
+    the disk; O(prune_incomplete=true) keeps none. Older ones are deleted. The
+    newest set, when it has not finished, may be a run in progress and is
+    never deleted (nor counted).
+  - A set dated in the future (made while the clock was wrong) is kept, named
+    in a warning and counted by no rule, so it never makes the newest real set
+    deletable; remove it by hand once the clock is right.
   - A set is removed by first renaming its folder to a hidden name, so a
     removal that fails half-way never leaves something that looks like a set.
   - Loose dumps (outside sets) are left alone unless O(include_dumps=true).
@@ -59,10 +65,17 @@ options:
       - Keep the newest complete set of each of the N most recent UTC months that have one.
     type: int
     default: 0
+  keep_incomplete:
+    description:
+      - How many incomplete sets newer than the newest complete set to keep
+        (the newest ones); older incomplete sets are always deleted.
+    type: int
+    default: 2
   prune_incomplete:
     description:
       - Also delete incomplete sets that are newer than the newest complete set
-        (except an unfinished newest set, which may still be running).
+        (except an unfinished newest set, which may still be running), as
+        O(keep_incomplete=0) does.
     type: bool
     default: false
   include_dumps:
@@ -126,7 +139,7 @@ policy:
   description: The policy that was applied.
   returned: success
   type: dict
-  sample: {"keep_last": 0, "keep_daily": 7, "keep_weekly": 5, "keep_monthly": 12}
+  sample: {"keep_last": 0, "keep_daily": 7, "keep_weekly": 5, "keep_monthly": 12, "keep_incomplete": 2}
 kept:
   description: The backups kept, newest first, each with every reason it is kept.
   returned: success
@@ -141,6 +154,11 @@ kept:
       complete: true
       databases: [omero, biomero]
       reasons: [newest complete, daily 2026-03-14, weekly 2026-W11, monthly 2026-03]
+future:
+  description: Names of the backups dated in the future (kept, counted by no rule; see the warnings).
+  returned: success
+  type: list
+  elements: str
 deleted:
   description:
     - The backups deleted (in check mode, those that would be), newest first,
@@ -175,6 +193,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.errors import 
 from ansible_collections.nl_biomero.database.plugins.module_utils.retention import (
     POLICY_KEYS,
     RetentionError,
+    validate_keep_incomplete,
     validate_policy,
 )
 
@@ -194,6 +213,7 @@ def _retention(params, check_mode, diff):
     path = os.path.abspath(params["path"])
     try:
         policy = validate_policy(**dict((key, params[key]) for key in POLICY_KEYS))
+        policy["keep_incomplete"] = validate_keep_incomplete(params["keep_incomplete"])
     except RetentionError as exc:
         raise RetentionError(str(exc), result=dict(path=path, deleted=[]))
     try:
@@ -212,6 +232,8 @@ def _retention(params, check_mode, diff):
         kept=plan["keep"],
         deleted=plan["delete"] if check_mode else plan["deleted"],
         ignored=plan["ignored"],
+        future=[item["name"] for item in plan["keep"] if item.get("future")],
+        warnings=plan["warnings"],
     )
     if diff:
         result["diff"] = _diff(path, plan)
@@ -222,6 +244,7 @@ def main():
     argument_spec = dict(
         path=dict(type="path", required=True),
         prune_incomplete=dict(type="bool", default=False),
+        keep_incomplete=dict(type="int", default=2),
         include_dumps=dict(type="bool", default=False),
     )
     argument_spec.update((key, dict(type="int", default=0)) for key in POLICY_KEYS)

@@ -19,20 +19,27 @@ description:
     of each database in O(databases), a C(tar.gz) of each host folder in
     O(paths), and a set manifest.
   - Per-table row counts of each database are recorded at backup time (for
-    the restore test, M(nl_biomero.database.pg_restore_test)). They match the
-    dump exactly only when nothing writes meanwhile, so stop the clients with
-    O(clients).
+    the restore test, M(nl_biomero.database.pg_restore_test)), counted in the
+    snapshot the dump reads (an exported snapshot held open, C(pg_dump --snapshot)),
+    so they equal the archive's whatever writes meanwhile.
   - O(clients) (e.g. the OMERO server, the importer, the BIOMERO worker) are
     stopped (or paused) before the first dump and started again afterwards,
     also when the backup fails. Clients that were not running are left alone.
+    Each is recorded in a state file beside the lock before it is stopped; a run
+    killed meanwhile is recovered by the next run (clients started, its set
+    finished as incomplete).
+  - Every part has a timeout (O(timeouts)); SIGTERM, SIGINT, SIGHUP and the run's
+    ceiling stop the run on its failure path (clients started again, the set
+    finished as incomplete).
   - The set is marked complete only when every component succeeded; otherwise
     it stays as an incomplete set (never counted as a good backup) and the
     module fails.
   - Optionally applies O(retention), restore-tests the new set
     (O(restore_test)), writes Prometheus node_exporter textfile metrics
     (O(metrics_file), written atomically) and runs O(notify_command) on failure.
-  - A lock (flock on O(lock_file)) refuses a run while another one (the
-    scheduled job or this module) is in progress.
+  - The job's lock (flock on O(lock_file), shared with upgrade, rollback, restore
+    and M(nl_biomero.database.pg_backup_lock)) refuses a run while someone else
+    holds it; the failure names the holder and nothing is touched.
   - The options are the backup job's configuration schema (C(plugins/module_utils/backup_config.py)), the
     same the role's scheduled job reads from its JSON file.
 author:
@@ -90,7 +97,7 @@ options:
         description: Parallel jobs (format directory only).
         type: int
       row_counts:
-        description: Record exact per-table row counts at backup time.
+        description: Record exact per-table row counts at backup time (in the dump's snapshot).
         type: bool
         default: true
       exclude_table_data:
@@ -207,6 +214,36 @@ options:
     description: Seconds a throwaway container of the restore test gets to start.
     type: int
     default: 180
+  timeouts:
+    description:
+      - Seconds each part of the run may take; a part that takes longer is killed and fails, the
+        clients are started again and the set is finished as incomplete.
+    type: dict
+    suboptions:
+      engine_call:
+        description: A short engine call (inspect, a container command, stopping or starting a client on top of its stop timeout).
+        type: int
+        default: 120
+      dump:
+        description: One database (row counts, pg_dump, globals, verification).
+        type: int
+        default: 43200
+      copy:
+        description: One host folder or container folder.
+        type: int
+        default: 43200
+      restore_test:
+        description: The restore test of the set.
+        type: int
+        default: 43200
+      lock_wait:
+        description: How long pg_dump and the row counts wait for a table lock (pg_dump C(--lock-wait-timeout)).
+        type: int
+        default: 600
+      run:
+        description: The whole run; past it the run stops as on SIGTERM.
+        type: int
+        default: 72000
 notes:
   - Passwords never appear in argv, logs or the result.
 attributes:

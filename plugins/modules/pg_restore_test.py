@@ -22,6 +22,10 @@ description:
     M(nl_biomero.database.pg_backup_info)) and, with O(metrics_file), in the
     Prometheus textfile metrics (C(nl_biomero_backup_restore_test_success)).
   - The throwaway containers and volumes are removed in every case.
+  - Holds the backup job's lock (O(lock_file)) for its whole duration, so the
+    scheduled job does not start a backup meanwhile; when a backup run (or an
+    upgrade, a restore) holds it, waits up to O(lock_wait) seconds, then fails
+    naming the holder, having restored nothing.
   - Fails when a database cannot be restored or its row counts differ.
 author:
   - NL-BIOMERO database maintainers (@NL-BIOMERO)
@@ -46,6 +50,15 @@ options:
   metrics_file:
     description: Prometheus textfile to rewrite from the catalogue afterwards.
     type: path
+  lock_file:
+    description:
+      - The backup job's lock file; default C(<backup_dir>/.nl-biomero-backup.lock), as the job's.
+      - Its directory must be writable by its owner only.
+    type: path
+  lock_wait:
+    description: Seconds to wait for the lock before failing.
+    type: int
+    default: 600
 attributes:
   check_mode:
     support: none
@@ -76,6 +89,10 @@ restorable:
   description: True when every database restored with row counts equal to the recorded ones.
   returned: when a set was tested
   type: bool
+lock_file:
+  description: The backup job's lock file that was held.
+  returned: when a set was tested
+  type: str
 databases:
   description: Per database component, the outcome (ok, error, tables, rows, mismatches, image).
   returned: when a set was tested
@@ -83,10 +100,31 @@ databases:
   elements: dict
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.nl_biomero.database.plugins.module_utils.backup_config import LOCK_NAME
+from ansible_collections.nl_biomero.database.plugins.module_utils.backup_metrics import metrics_text, write_metrics_file
 from ansible_collections.nl_biomero.database.plugins.module_utils.backup_run import restore_test_module
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import engine_argument_spec
-from ansible_collections.nl_biomero.database.plugins.module_utils.errors import run_module
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError, run_module
+from ansible_collections.nl_biomero.database.plugins.module_utils.job_lock import JobLock
+
+HOLDER = "pg_restore_test"
+
+
+def _run(params):
+    """The restore test under the backup job's lock; the metrics rewritten from what is on disk, pass or fail."""
+    if params["lock_wait"] < 0:
+        raise NlbError("lock_wait=%s is out of range; accepted: 0 or more seconds" % params["lock_wait"])
+    backup_dir = os.path.abspath(params["backup_dir"])
+    lock_file = params["lock_file"] or os.path.join(backup_dir, LOCK_NAME)
+    with JobLock(lock_file, HOLDER, wait=params["lock_wait"]):
+        result = restore_test_module(backup_dir, set=params["set"], components=params["components"],
+                                     engine=params["engine"], timeout=params["timeout"])
+        if params["metrics_file"]:
+            write_metrics_file(params["metrics_file"], metrics_text(backup_dir, lock_file=lock_file))
+    return dict(result, lock_file=lock_file)
 
 
 def main():
@@ -96,10 +134,12 @@ def main():
         components=dict(type="list", elements="str"),
         timeout=dict(type="int", default=180),
         metrics_file=dict(type="path"),
+        lock_file=dict(type="path"),
+        lock_wait=dict(type="int", default=600),
     )
     argument_spec.update(engine_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=False)
-    run_module(module, lambda: restore_test_module(**module.params))
+    run_module(module, lambda: _run(module.params))
 
 
 if __name__ == "__main__":

@@ -183,6 +183,7 @@ class SettingsChecker:
             if rc != 0:
                 raise SettingsError("postgres --describe-config failed in image %s: %s" % (image, err.strip()))
             self.images.setdefault(image, {})["known"] = parse_describe_config(out)
+
     def _value_error(self, instance, settings, err, rc):
         setting = parameter_in_error(err)
         value = instance["max_connections"] if setting == "max_connections" else settings.get(setting)

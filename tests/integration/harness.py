@@ -49,6 +49,12 @@ def engine(*args, check=True, input=None, timeout=300):
     return proc
 
 
+def container_ip(name):
+    """The first bridge-network address of a container (the host reaches unpublished ports there)."""
+    out = engine("container", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", name).stdout
+    return out.split()[0]
+
+
 def unique(prefix):
     return "%s-%s" % (prefix, uuid.uuid4().hex[:8])
 

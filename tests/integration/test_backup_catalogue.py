@@ -195,3 +195,50 @@ def test_retention_refuses_bad_policies(backups, args, message):
 def test_missing_directory_is_an_error(tmp_path, module, args):
     result = run_module(module, dict(args, path=str(tmp_path / "nowhere")))
     assert result.get("failed") is True and "does not exist" in result["msg"]
+
+
+def test_retention_caps_incomplete_sets(tmp_path):
+    """A component failing every night: 40 incomplete sets after the last complete one, the role's default
+    policy; only the keep_incomplete (default 2) newest incomplete sets are kept."""
+    root = tmp_path / "nightly"
+    root.mkdir()
+    write_set(root, day("2026-01-31"))
+    for number in range(40):
+        write_set(root, day("2026-02-01") + datetime.timedelta(days=number), outcomes=("ok", "failed"))
+    result = run_module(RETENTION, {"path": str(root), "keep_daily": 7, "keep_weekly": 5, "keep_monthly": 12})
+    assert not result.get("failed"), result.get("msg")
+    assert [item["name"][:10] for item in result["kept"]] == ["2026-03-12", "2026-03-11", "2026-01-31"]
+    assert len(result["deleted"]) == 38 and set(item["reason"] for item in result["deleted"]) == {
+        "incomplete, beyond keep_incomplete (the 2 newest incomplete are kept)"}
+    assert result["policy"]["keep_incomplete"] == 2
+    assert sorted(listing(root)) == ["2026-01-31T02-00-00Z", "2026-03-11T02-00-00Z", "2026-03-12T02-00-00Z"]
+    more = run_module(RETENTION, {"path": str(root), "keep_last": 1, "keep_incomplete": 1})
+    assert [item["name"] for item in more["deleted"]] == ["2026-03-11T02-00-00Z"]
+    refused = run_module(RETENTION, {"path": str(root), "keep_last": 1, "keep_incomplete": -1})
+    assert refused["failed"] and "keep_incomplete must be a whole number of 0 or more; got -1" in refused["msg"]
+    assert len(listing(root)) == 2
+
+
+def test_retention_a_set_from_the_future_never_costs_the_set_just_made(tmp_path):
+    """A set dated in the future (a wrong clock) and keep_last: 1: the set just made is kept, the future one is
+    kept and reported, the older real one goes."""
+    root = tmp_path / "clock"
+    root.mkdir()
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    future = write_set(root, now + datetime.timedelta(days=400))
+    just_made = write_set(root, now - datetime.timedelta(minutes=3))
+    older = write_set(root, now - datetime.timedelta(days=1))
+    info = run_module(INFO, {"path": str(root)})
+    assert [item["dated_in_future"] for item in info["sets"]] == [True, False, False]
+    assert info["newest_complete"]["path"] == just_made  # what restore.yml restores by default
+    assert "in the future" in info["_playbook_output"] or any(
+        "in the future" in text for text in info.get("warnings", []))
+    result = run_module(RETENTION, {"path": str(root), "keep_last": 1})
+    assert not result.get("failed"), result.get("msg")
+    assert [item["path"] for item in result["kept"]] == [future, just_made]
+    assert result["future"] == [os.path.basename(future)]
+    assert result["kept"][1]["reasons"] == ["newest complete", "last 1 of 1"]
+    assert [item["path"] for item in result["deleted"]] == [older]
+    assert "in the future" in result["_playbook_output"] or any(
+        "in the future" in text for text in result.get("warnings", []))
+    assert os.path.isdir(future) and os.path.isdir(just_made) and not os.path.exists(older)

@@ -187,7 +187,8 @@ def test_cli_lock_refuses_overlapping_run(tmp_path):
         fcntl.flock(handle, fcntl.LOCK_EX)
         proc = run_cli(path)
     assert proc.returncode == 75
-    assert "another backup run holds the lock" in proc.stderr
+    assert "not starting: the lock %s/.nl-biomero-backup.lock is held by another process" % config["backup_dir"] \
+        in proc.stderr
     assert os.listdir(config["backup_dir"]) == [".nl-biomero-backup.lock"]
     bad = write_config(str(tmp_path / "bad.json"), {"backup_dir": "/x", "databases": [{"contianer": "a"}]})
     proc = run_cli(bad)

@@ -16,72 +16,20 @@ import threading
 import time
 import uuid as uuidlib
 
-import psycopg2
 import pytest
 
-from harness import REPO_ROOT, engine, run_module  # noqa: E402  (importing harness links the collection)
+from harness import REPO_ROOT, container_ip, run_module  # noqa: E402  (importing harness links the collection)
+from importer_fixture import INFO, RETRY, SCHEMA_FULL, SCHEMA_OLD, connect, module_args, scalar
 
 from ansible_collections.nl_biomero.database.plugins.module_utils import importer  # noqa: E402
 
-RETRY = "nl_biomero.database.biomero_import_retry"
-INFO = "nl_biomero.database.biomero_import_info"
 PREFIX = "nlbtest-imp"
 UTC = datetime.timezone.utc
 
-# SQLAlchemy create_all of BIOMERO.importer's models (ingest_tracker.py), newest revision.
-SCHEMA_FULL = """
-CREATE TABLE alembic_version_omeroadi (version_num VARCHAR(32) NOT NULL PRIMARY KEY);
-CREATE TABLE imports_preprocessing (
-    id SERIAL NOT NULL, container VARCHAR NOT NULL, input_file VARCHAR NOT NULL,
-    output_folder VARCHAR NOT NULL, alt_output_folder VARCHAR, extra_params JSON, PRIMARY KEY (id));
-CREATE TABLE imports (
-    id SERIAL NOT NULL,
-    group_name VARCHAR NOT NULL,
-    user_name VARCHAR NOT NULL,
-    destination_id VARCHAR NOT NULL,
-    destination_type VARCHAR NOT NULL,
-    stage VARCHAR NOT NULL,
-    uuid VARCHAR(36) NOT NULL,
-    timestamp TIMESTAMP WITH TIME ZONE,
-    files TEXT NOT NULL,
-    file_names TEXT,
-    import_options TEXT,
-    description TEXT,
-    preprocessing_id INTEGER,
-    PRIMARY KEY (id),
-    FOREIGN KEY(preprocessing_id) REFERENCES imports_preprocessing (id));
-CREATE INDEX ix_imports_user_name ON imports (user_name);
-CREATE INDEX ix_imports_uuid ON imports (uuid);
-CREATE INDEX imports_ix_uuid_timestamp ON imports (uuid, timestamp);
-"""
-# An older importer: before the revisions adding description and import_options.
-SCHEMA_OLD = "\n".join(line for line in SCHEMA_FULL.splitlines()
-                       if "import_options TEXT" not in line and "description TEXT" not in line)
-
 
 # ---------------------------------------------------------------------------
-# helpers
+# helpers (the schema, connections and module arguments live in importer_fixture.py)
 # ---------------------------------------------------------------------------
-
-def container_ip(pg):
-    out = engine("container", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", pg.name).stdout
-    return out.split()[0]
-
-
-def connect(pg, database=None):
-    return psycopg2.connect(host=container_ip(pg), port=5432, user=pg.user, password=pg.password,
-                            dbname=database or pg.database, connect_timeout=10)
-
-
-def module_args(pg, via="container", **extra):
-    args = {"login_user": pg.user, "login_password": pg.password, "login_db": pg.database}
-    if via == "container":
-        args["container"] = pg.name
-    else:
-        args["login_host"] = container_ip(pg)
-    args.update(extra)
-    return args
-
 
 def columns(conn):
     with conn.cursor() as cur:
@@ -180,14 +128,6 @@ def dump(conn, where="TRUE"):
         rows = cur.fetchall()
     conn.commit()
     return dict((r[0], r[1:]) for r in rows)
-
-
-def scalar(conn, query, params=None):
-    with conn.cursor() as cur:
-        cur.execute(query, params)
-        value = cur.fetchone()[0]
-    conn.commit()
-    return value
 
 
 class ImporterPoller:
@@ -451,7 +391,7 @@ def test_filters_info_and_limit(pg_factory):
     with tempfile.TemporaryDirectory(prefix="nlb-imp-pb-") as tmp:
         inventory = os.path.join(tmp, "inventory")
         with open(inventory, "w") as handle:
-            handle.write("[biomero_database]\nlocalhost ansible_connection=local ansible_python_interpreter=%s\n"
+            handle.write("[nl_biomero_database]\nlocalhost ansible_connection=local ansible_python_interpreter=%s\n"
                          % os.environ["ANSIBLE_PYTHON_INTERPRETER"])
         extra = {"retry_imports_container": pg.name, "retry_imports_login_user": pg.user,
                  "retry_imports_login_password": pg.password, "retry_imports_login_db": pg.database,
@@ -660,7 +600,7 @@ def test_errors_are_clear_and_write_nothing(pg_factory):
     broken.close()
     conn.autocommit = False
     before = dump(conn)
-    ip = container_ip(pg)
+    ip = container_ip(pg.name)
     cases = [
         (RETRY, module_args(pg, uuids=[u["failed_a"], "not-a-uuid"]), "uuids: malformed uuid 'not-a-uuid'"),
         (RETRY, module_args(pg, all_failed=True, stages=["Import Failed", "Failed"]),

@@ -56,6 +56,19 @@ def test_normalize_same_database_twice_with_names_and_retention():
         retention={"keep_daily": 7, "prune_incomplete": True}))
     assert bc.expected_components(config) == ["a", "a.globals", "b", "metabase"]
     assert config["retention"]["keep_daily"] == 7 and config["retention"]["prune_incomplete"] is True
+    assert config["retention"]["keep_incomplete"] == 2  # the default cap on incomplete sets
+
+
+@pytest.mark.parametrize("value,expect", [(0, 0), (5, 5), (-1, "keep_incomplete must be a whole number of 0 or more; "
+                                                            "got -1"), ("two", "got 'two'")])
+def test_retention_keep_incomplete(value, expect):
+    raw = base(retention={"keep_last": 3, "keep_incomplete": value})
+    if isinstance(expect, int):
+        assert bc.normalize_config(raw)["retention"]["keep_incomplete"] == expect
+    else:
+        with pytest.raises(bc.BackupRunError, match="configuration: retention: .*%s.*keep_incomplete, prune_incomplete"
+                           % expect):
+            bc.normalize_config(raw)
 
 
 def test_normalize_container_components_order():

@@ -1,24 +1,27 @@
-import fcntl
 import io
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from ansible_collections.nl_biomero.database.plugins.module_utils import backup_run as br
+from ansible_collections.nl_biomero.database.plugins.module_utils import backup_run as br, job_recovery
+from ansible_collections.nl_biomero.database.plugins.module_utils.job_lock import JobLock
 
 
-def test_lock_is_exclusive_and_released(tmp_path):
-    path = str(tmp_path / "lock")
-    with br.RunLock(path):
-        with pytest.raises(br.LockedError):
-            with br.RunLock(path):
-                pass
-    with br.RunLock(path):
-        pass
-    with open(path) as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+def test_locked_job_exits_75_naming_the_holder_and_touches_nothing(tmp_path):
+    backup_dir = tmp_path / "b"
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"backup_dir": str(backup_dir), "engine": "docker", "clients": ["omero"],
+                                "databases": [{"container": "c", "database": "d"}]}))
+    with JobLock(str(backup_dir / ".nl-biomero-backup.lock"), "upgrade of db-a"):
+        for extra in ([], ["--recover"], ["--restore-test"]):
+            stream = io.StringIO()
+            assert br.main(["--config", str(path)] + extra, stream=stream) == br.EXIT_LOCKED
+            assert "not starting: the lock %s is held by upgrade of db-a (pid %d" % (
+                backup_dir / ".nl-biomero-backup.lock", os.getpid()) in stream.getvalue()
+    assert sorted(os.listdir(str(backup_dir))) == [".nl-biomero-backup.lock"]
 
 
 def test_notify_gets_outcome_in_environment(tmp_path):
@@ -111,3 +114,59 @@ def test_tar_path(tmp_path):
     with tarfile.open(dest) as tar:
         assert tar.extractfile("metabase/h2.db").read() == b"h2"
     assert os.listdir(str(tmp_path / "out")) == ["metabase.tar.gz"]
+
+
+def _config(tmp_path, **extra):
+    from ansible_collections.nl_biomero.database.plugins.module_utils.backup_config import normalize_config
+    os.chmod(str(tmp_path), 0o700)
+    raw = {"backup_dir": str(tmp_path / "b"), "engine": "docker",
+           "databases": [{"container": "c", "database": "d", "password": "pw"}]}
+    raw.update(extra)
+    os.makedirs(raw["backup_dir"], 0o700, exist_ok=True)
+    return normalize_config(raw)
+
+
+def test_recover_finishes_the_dead_runs_set_and_forgets_it(tmp_path):
+    from ansible_collections.nl_biomero.database.plugins.module_utils.backup_set import BackupSet, list_backups
+    from ansible_collections.nl_biomero.database.plugins.module_utils.job_state import RunState, state_path
+    config = _config(tmp_path)
+    log = br.Log()
+    assert job_recovery.recover(config, log) is None  # nothing left: nothing done
+    dead = BackupSet.start(config["backup_dir"])
+    dead.record_failure("d", "database", "boom")
+    leftover = os.path.join(dead.path, ".d.2026.dump.tmp-0123456789ab")
+    open(leftover, "w").close()
+    state = RunState(state_path(config["lock_file"]))
+    state.begin(dead.path, "stop")
+    recovered = job_recovery.recover(config, log)
+    assert recovered["set"] == dead.path and recovered["errors"] == [] and recovered["clients_started"] == []
+    assert recovered["message"].startswith("a run (pid %d, started " % os.getpid())
+    entry = list_backups(config["backup_dir"])["sets"][0]
+    assert entry["status"] == "incomplete" and "ended without finishing (killed?)" in entry["error"]
+    assert "d.globals: not recorded" in entry["error"]
+    assert not os.path.exists(leftover) and not os.path.exists(state_path(config["lock_file"]))
+    assert job_recovery.recover(config, log) is None
+
+
+def test_recover_moves_an_unusable_state_file_aside(tmp_path):
+    from ansible_collections.nl_biomero.database.plugins.module_utils.job_state import state_path
+    config = _config(tmp_path)
+    target = tmp_path / "elsewhere"
+    target.write_text("{}")
+    os.symlink(str(target), state_path(config["lock_file"]))
+    recovered = job_recovery.recover(config, br.Log())
+    assert "a symlink is refused" in recovered["errors"][0] and "moved it to" in recovered["message"]
+    assert not os.path.lexists(state_path(config["lock_file"])) and target.read_text() == "{}"
+    assert job_recovery.recover(config, br.Log()) is None
+
+
+def test_timeouts_are_filled_and_checked(tmp_path):
+    from ansible_collections.nl_biomero.database.plugins.module_utils.backup_config import BackupRunError
+    config = _config(tmp_path, timeouts={"dump": "30"})
+    assert config["timeouts"] == {"engine_call": 120, "dump": 30, "copy": 43200, "restore_test": 43200,
+                                  "lock_wait": 600, "run": 72000}
+    assert br.BackupRun(config).plan()["timeouts"]["dump"] == 30
+    with pytest.raises(BackupRunError, match="timeouts: unknown key"):
+        _config(tmp_path, timeouts={"dupm": 30})
+    with pytest.raises(BackupRunError, match="timeouts.run must be at least 1 second, got 0"):
+        _config(tmp_path, timeouts={"run": 0})

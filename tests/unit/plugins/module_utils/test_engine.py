@@ -156,7 +156,7 @@ def _assert_gone(pid):
 
 def test_threads_do_not_pile_up():
     before = threading.active_count()
-    for _ in range(5):
+    for _round in range(5):
         stream(["cat"], stdin=lambda sink: sink.write(b"z"), stdout=lambda out: out.read())
     assert threading.active_count() <= before + 1
 
@@ -164,9 +164,10 @@ def test_threads_do_not_pile_up():
 # -- command lines ----------------------------------------------------------------
 
 def test_throwaway_argv_never_pulls_and_is_labelled():
-    argv = ContainerEngine("docker").throwaway_argv("img:17", ["postgres", "--describe-config"], purpose="settings-check",
-                                                      env_names=["POSTGRES_PASSWORD"], volumes=["v:/data"],
-                                                      entrypoint="postgres", user="postgres")
+    engine = ContainerEngine("docker")
+    argv = engine.throwaway_argv("img:17", ["postgres", "--describe-config"], purpose="settings-check",
+                                 env_names=["POSTGRES_PASSWORD"], volumes=["v:/data"], entrypoint="postgres",
+                                 user="postgres")
     assert argv == ["docker", "run", "--pull", "never", "--label", labels.THROWAWAY + "=settings-check", "--rm",
                     "--network", "none", "--user", "postgres", "-e", "POSTGRES_PASSWORD", "-v", "v:/data",
                     "--entrypoint", "postgres", "img:17", "postgres", "--describe-config"]

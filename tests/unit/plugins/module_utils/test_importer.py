@@ -1,11 +1,13 @@
-"""Unit tests of the pure logic of the importer retry/info core and the psycopg2 connection options.
+"""Unit tests of the pure logic of the importer retry/info core and its connection options.
 
 SQL behaviour is tested against a real PostgreSQL in tests/integration/test_import_retry.py.
 """
 import datetime
 
 import pytest
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
+from ansible_collections.community.postgresql.plugins.module_utils import postgres
 from ansible_collections.nl_biomero.database.plugins.module_utils import importer, pg_connect
 from ansible_collections.nl_biomero.database.plugins.module_utils.importer import ImporterError, Selection
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_connect import PgConnectError
@@ -196,38 +198,97 @@ def test_classify_same_uuid_strategies_never_repeat_a_pending_order(strategy):
     assert skipped[0]["reason"] == "already Import Pending"
 
 
-# --- connection options -----------------------------------------------------
+# --- SQL text -----------------------------------------------------------------
 
-def test_connect_kwargs_defaults_and_no_empty_values():
-    spec = pg_connect.connection_argument_spec()
-    params = dict((k, v.get("default")) for k, v in spec.items())
-    kwargs = pg_connect.connect_kwargs(params)
-    assert kwargs == {"port": 5432, "user": "postgres", "dbname": "biomero", "sslmode": "prefer",
-                      "connect_timeout": 10, "application_name": "nl_biomero.database"}
-    assert spec["login_password"]["no_log"] is True
-
-
-def test_connect_kwargs_full_and_container_defaults():
-    params = {"login_port": 5433, "login_password": "pw", "ssl_mode": "verify-full", "ca_cert": "/ca.pem",
-              "ssl_cert": "/c.pem", "ssl_key": "/k.pem", "connect_timeout": 3, "container": "db"}
-    kwargs = pg_connect.connect_kwargs(params, "172.17.0.5", "biomero", "biomero_db")
-    assert kwargs["host"] == "172.17.0.5" and kwargs["user"] == "biomero" and kwargs["dbname"] == "biomero_db"
-    assert kwargs["sslrootcert"] == "/ca.pem" and kwargs["sslkey"] == "/k.pem" and kwargs["password"] == "pw"
-    params.update(login_user="admin", login_db="other")
-    kwargs = pg_connect.connect_kwargs(params, "172.17.0.5", "biomero", "biomero_db")
-    assert kwargs["user"] == "admin" and kwargs["dbname"] == "other"
-    assert "pw" not in pg_connect.describe(kwargs)
-
-
-@pytest.mark.parametrize("params,message", [
-    ({"container": "db", "login_host": "h"}, "container cannot be combined with login_host"),
-    ({"login_host": "h", "login_unix_socket": "/run"}, "mutually exclusive"),
-    ({"ssl_mode": "on"}, "ssl_mode 'on' is not supported"),
-    ({"connect_timeout": 0}, "connect_timeout must be at least 1 second, got 0"),
+@pytest.mark.parametrize("parts,expected", [
+    (("imports",), '"imports"'),
+    (("public", "imports"), '"public"."imports"'),
+    (('we"ird', "a.b"), '"we""ird"."a.b"'),
 ])
-def test_connect_kwargs_errors(params, message):
-    with pytest.raises(PgConnectError, match=message):
-        pg_connect.connect_kwargs(params)
+def test_quote_ident(parts, expected):
+    assert importer.quote_ident(*parts) == expected
+
+
+def test_queries_quote_identifiers_and_keep_values_as_placeholders():
+    table = importer.TableInfo("public", "imports", list(importer.REQUIRED_COLUMNS) + ["description", 'x"y'])
+    insert = importer.insert_query(table)
+    assert insert.startswith('INSERT INTO "public"."imports" ("group_name", ')
+    assert '"x""y", "uuid", "stage", "timestamp")' in insert
+    assert "concat_ws(' ', v.marker, NULLIF(s.\"description\", ''))" in insert
+    assert importer.lock_query(table) == 'LOCK TABLE "public"."imports" IN SHARE ROW EXCLUSIVE MODE'
+    query, params = importer.candidates_query(table, Selection(stages=["Import Failed"], group_name="g'; --"),
+                                              "new_order")
+    assert '"l"."group_name" = %(group_name)s' in query and "g'; --" not in query
+    assert params["group_name"] == "g'; --" and params["stages"] == ["Import Failed"]
+
+
+# --- connection options (community.postgresql's, plus ours) -------------------
+
+class FakeModule:
+    """The AnsibleModule interface community.postgresql's helpers use."""
+
+    def __init__(self, **params):
+        self.params = dict((key, value.get("default")) for key, value in pg_connect.argument_spec().items())
+        self.params.update(params)
+        self.warnings = []
+
+    def warn(self, text):
+        self.warnings.append(text)
+
+    def fail_json(self, **kwargs):
+        raise AssertionError("fail_json: %s" % kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _no_libpq_environment(monkeypatch):
+    for name in ("PGUSER", "PGPORT"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_argument_spec_is_community_postgresql_plus_ours():
+    spec = pg_connect.argument_spec()
+    community = postgres.postgres_common_argument_spec()
+    assert set(community) < set(spec)
+    assert set(spec) - set(community) == {"login_db", "connect_timeout", "container", "container_network", "engine"}
+    assert spec["login_user"]["default"] is None and spec["login_password"]["no_log"] is True
+
+
+@pytest.mark.parametrize("params,error", [
+    ({"container": "db", "login_host": "h"}, "container|login_host"),
+    ({"container": "db", "login_unix_socket": "/run"}, "container|login_unix_socket"),
+    ({"login_host": "h", "login_unix_socket": "/run"}, "login_host|login_unix_socket"),
+    ({"ssl_mode": "on"}, "ssl_mode"),
+])
+def test_argument_spec_rejects(params, error):
+    validator = ArgumentSpecValidator(pg_connect.argument_spec(), mutually_exclusive=pg_connect.MUTUALLY_EXCLUSIVE)
+    messages = validator.validate(params).error_messages
+    assert messages and error in messages[0]
+
+
+def test_conn_params_defaults_and_no_empty_values():
+    module = FakeModule()
+    assert pg_connect.conn_params(module) == {
+        "port": 5432, "user": "postgres", "dbname": "biomero", "sslmode": "prefer", "connect_timeout": 10,
+        "application_name": "nl_biomero.database"}
+    assert module.warnings == []
+
+
+def test_conn_params_full_socket_and_connect_params_win():
+    kwargs = pg_connect.conn_params(FakeModule(
+        login_port=5433, login_password="pw", ssl_mode="verify-full", ca_cert="/ca.pem", ssl_cert="/c.pem",
+        ssl_key="/k.pem", connect_timeout=3, login_user="admin", login_db="other"))
+    assert kwargs["user"] == "admin" and kwargs["dbname"] == "other" and kwargs["port"] == 5433
+    assert kwargs["sslrootcert"] == "/ca.pem" and kwargs["sslkey"] == "/k.pem" and kwargs["password"] == "pw"
+    assert kwargs["connect_timeout"] == 3 and "host" not in kwargs
+    assert "pw" not in pg_connect.describe(kwargs)
+    kwargs = pg_connect.conn_params(FakeModule(login_unix_socket="/run/pg",
+                                               connect_params={"connect_timeout": 1, "options": "-c x=1"}))
+    assert kwargs["host"] == "/run/pg" and kwargs["connect_timeout"] == 1 and kwargs["options"] == "-c x=1"
+
+
+def test_conn_params_rejects_a_zero_timeout():
+    with pytest.raises(PgConnectError, match="connect_timeout must be at least 1 second, got 0"):
+        pg_connect.conn_params(FakeModule(connect_timeout=0))
 
 
 def _inspect(networks, ip="", mode="bridge"):
@@ -263,7 +324,7 @@ class FakeEngine:
         if name != "db":
             raise EngineError("container '%s' does not exist (%s)" % (name, self.binary))
         info = _inspect({"bridge": {"IPAddress": "172.17.0.7"}})
-        info["Config"] = {"Env": ["POSTGRES_USER=biomero", "POSTGRES_DB=biomero", "POSTGRES_PASSWORD=x"]}
+        info["Config"] = {"Env": ["POSTGRES_USER=biomero", "POSTGRES_DB=biomero_db", "POSTGRES_PASSWORD=x"]}
         return info
 
 
@@ -271,25 +332,31 @@ def test_connect_through_container_passes_resolved_address(monkeypatch):
     monkeypatch.setattr(pg_connect, "detect_engine", lambda preferred: "docker")
     seen = {}
 
-    def fake_connect(**kwargs):
-        seen.update(kwargs)
-        return "conn"
+    class Conn:
+        def commit(self):
+            seen["committed"] = True
 
-    conn, where = pg_connect.connect({"container": "db", "login_password": "pw"}, engine_factory=FakeEngine,
-                                     connect_fn=fake_connect)
-    assert conn == "conn"
-    assert seen["host"] == "172.17.0.7" and seen["user"] == "biomero" and seen["dbname"] == "biomero"
-    assert where == "database 'biomero' as user 'biomero' at 172.17.0.7:5432"
+    def fake_connect_to_db(module, kwargs, autocommit=False, fail_on_conn=True):
+        seen.update(kwargs, autocommit=autocommit, fail_on_conn=fail_on_conn)
+        return Conn(), None
+
+    monkeypatch.setattr(postgres, "connect_to_db", fake_connect_to_db)
+    pg_connect.connect(FakeModule(container="db", login_password="pw"), engine_factory=FakeEngine)
+    assert seen["host"] == "172.17.0.7" and seen["user"] == "biomero" and seen["dbname"] == "biomero_db"
+    assert seen["autocommit"] is False and seen["fail_on_conn"] is False and seen["committed"]
+    pg_connect.connect(FakeModule(container="db", login_user="admin", login_db="other"), engine_factory=FakeEngine)
+    assert seen["user"] == "admin" and seen["dbname"] == "other"
     with pytest.raises(PgConnectError, match="container 'nope' does not exist"):
-        pg_connect.connect({"container": "nope"}, engine_factory=FakeEngine, connect_fn=fake_connect)
+        pg_connect.connect(FakeModule(container="nope"), engine_factory=FakeEngine)
 
 
-def test_connect_error_message_names_target_not_password():
-    def refuse(**kwargs):
-        raise Exception('connection to server at "10.9.9.9", port 5439 failed: Connection refused\n\tIs the server running')
+def test_connect_error_message_names_target_not_password(monkeypatch):
+    def refuse(module, kwargs, autocommit=False, fail_on_conn=True):
+        return None, 'connection to server at "10.9.9.9", port 5439 failed: Connection refused\n\tIs the server running'
 
+    monkeypatch.setattr(postgres, "connect_to_db", refuse)
     with pytest.raises(PgConnectError) as err:
-        pg_connect.connect({"login_host": "10.9.9.9", "login_port": 5439, "login_password": "topsecret"}, connect_fn=refuse)
+        pg_connect.connect(FakeModule(login_host="10.9.9.9", login_port=5439, login_password="topsecret"))
     assert "cannot connect to database 'biomero' as user 'postgres' at 10.9.9.9:5439" in str(err.value)
     assert "Connection refused" in str(err.value)
     assert "topsecret" not in str(err.value)

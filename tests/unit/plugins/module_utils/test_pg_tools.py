@@ -65,6 +65,16 @@ def test_pg_dump_argv_directory_parallel():
     assert argv[-2:] == ["--jobs=2", "--file=/tmp/x"]
 
 
+def test_pg_dump_argv_snapshot_and_lock_wait_timeout():
+    """The job dumps in its exported snapshot and never waits for a table lock forever (also with jobs)."""
+    argv = pg_tools.pg_dump_argv("directory", [], jobs=2, output="/tmp/x", snapshot="00000003-0000001B-1",
+                                 lock_wait_timeout=600)
+    assert "--snapshot=00000003-0000001B-1" in argv and "--lock-wait-timeout=600000" in argv
+    assert argv[-2:] == ["--jobs=2", "--file=/tmp/x"]
+    plain = pg_tools.pg_dump_argv("custom", [])
+    assert not [item for item in plain if item.startswith(("--snapshot", "--lock-wait"))]
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"fmt": "zip"}, "format 'zip' is not supported"),
     ({"fmt": "custom", "jobs": 2}, "needs format 'directory'"),

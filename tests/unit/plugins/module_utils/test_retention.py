@@ -208,3 +208,91 @@ def test_bucket_keys(when, day, week, month):
     assert retention.day_bucket(at(when)) == day
     assert retention.week_bucket(at(when)) == week
     assert retention.month_bucket(at(when)) == month
+
+
+# -- keep_incomplete: a component failing every night does not fill the disk ---------------------------
+
+NIGHTS = days("2026-02-01", "2026-03-12")  # 40 nights
+
+
+def test_forty_failed_nights_under_the_role_default_policy_keep_two():
+    given = items(["2026-01-31"], NIGHTS)
+    result = run(given, keep_daily=7, keep_weekly=5, keep_monthly=12)
+    assert ids(result["keep"]) == ["2026-03-12 02:00", "2026-03-11 02:00", "2026-01-31 02:00"]
+    assert result["keep"][-1]["reasons"][0] == "newest complete"
+    assert len(result["delete"]) == 38
+    assert set(entry["reason"] for entry in result["delete"]) == {
+        "incomplete, beyond keep_incomplete (the 2 newest incomplete are kept)"}
+    assert ids(result["delete"])[0] == "2026-03-10 02:00" and ids(result["delete"])[-1] == "2026-02-01 02:00"
+
+
+@pytest.mark.parametrize("cap,prune,kept", [
+    (5, False, NIGHTS[::-1][:5]),
+    (0, False, []),
+    (3, True, []),  # prune_incomplete wins: none kept
+])
+def test_keep_incomplete_cap(cap, prune, kept):
+    result = run(items(["2026-01-31"], NIGHTS), keep_last=1, keep_incomplete=cap, prune_incomplete=prune)
+    assert ids(result["keep"]) == kept + ["2026-01-31 02:00"]
+
+
+def test_cap_applies_when_nothing_is_complete_and_in_progress_is_not_counted():
+    given = items([], NIGHTS[-5:], in_progress=(NIGHTS[-1],))
+    result = run(given, keep_last=1, keep_incomplete=1)
+    assert [(entry["id"], entry["reasons"]) for entry in result["keep"]] == [
+        ("2026-03-12 02:00", ["in progress"]), ("2026-03-11 02:00", ["incomplete, no complete backup exists"])]
+
+
+@pytest.mark.parametrize("value", [-1, True, "2", 1.0])
+def test_bad_keep_incomplete_is_refused(value):
+    with pytest.raises(retention.RetentionError, match=re.escape("keep_incomplete must be a whole number of 0 or "
+                                                                 "more; got %r" % (value,))):
+        retention.select(items(["2026-01-01"]), keep_last=1, keep_incomplete=value)
+
+
+# -- sets dated in the future (a wrong clock) ----------------------------------------------------------
+
+NOW = at("2026-03-12 02:30")
+
+
+def test_a_set_from_the_future_never_makes_the_set_just_made_deletable():
+    given = items(["2030-01-01", "2026-03-11", "2026-03-12"])
+    result = run(given, keep_last=1, now=NOW)
+    assert ids(result["keep"]) == ["2030-01-01 02:00", "2026-03-12 02:00"]
+    future, made = result["keep"]
+    assert future["future"] is True and future["reasons"][0].startswith("dated in the future (after 2026-03-12T02:30:00Z)")
+    assert made["reasons"] == ["newest complete", "last 1 of 1"] and "future" not in made
+    assert ids(result["delete"]) == ["2026-03-11 02:00"]
+
+
+def test_future_sets_fill_no_bucket_and_do_not_hide_newer_failures():
+    given = items(["2026-12-24", "2026-03-10"], ["2026-12-25", "2026-03-11", "2026-03-09"])
+    result = run(given, keep_daily=1, keep_monthly=1, now=NOW)
+    assert ids(result["keep"]) == ["2026-12-25 02:00", "2026-12-24 02:00", "2026-03-11 02:00", "2026-03-10 02:00"]
+    assert [entry.get("future", False) for entry in result["keep"]] == [True, True, False, False]
+    assert result["keep"][3]["reasons"] == ["newest complete", "daily 2026-03-10", "monthly 2026-03"]
+    assert ids(result["delete"]) == ["2026-03-09 02:00"]
+
+
+def test_a_small_clock_step_is_not_the_future():
+    result = run(items(["2026-03-12 02:33", "2026-03-11"]), keep_last=1, now=NOW)
+    assert ids(result["keep"]) == ["2026-03-12 02:33"] and "future" not in result["keep"][0]
+
+
+def test_newest_real_unfinished_item_is_in_progress_not_a_future_one():
+    given = [{"id": "future", "time": at("2027-01-01"), "complete": False, "unfinished": True},
+             {"id": "running", "time": at("2026-03-12 02:00"), "complete": False, "unfinished": True},
+             {"id": "dead", "time": at("2026-03-11 02:00"), "complete": False, "unfinished": True},
+             {"id": "good", "time": at("2026-03-10 02:00"), "complete": True}]
+    result = run(given, keep_last=1, keep_incomplete=0, now=NOW)
+    assert [(entry["id"], entry["reasons"][0][:11]) for entry in result["keep"]] == [
+        ("future", "dated in th"), ("running", "in progress"), ("good", "newest comp")]
+    assert ids(result["delete"]) == ["dead"]
+
+
+@pytest.mark.parametrize("value,expected", [
+    (None, False), ("2026-03-12T02:34:59Z", False), ("2026-03-12T02:35:01Z", True), (at("2027-01-01"), True),
+    (datetime.datetime(2026, 3, 12, 2, 40), True),  # naive: UTC
+])
+def test_dated_in_future(value, expected):
+    assert retention.dated_in_future(value, now=NOW) is expected
