@@ -234,7 +234,8 @@ class Preflight:
         spec = clone_spec(info, image_info, target_image, new_volume, (mount or {}).get("Destination"),
                           new_data_mount)
         spec["labels"].update(upgrade_labels(old_name, old_volume if (mount or {}).get("Type") == "volume" else "",
-                                             self.engine.image_of(info), current_major, new_volume))
+                                             self.engine.image_of(info), current_major, new_volume,
+                                             target_major))
         result["spec"] = spec
         if problems:
             result["action"] = "fail"

@@ -22,8 +22,6 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.errors import 
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools import major_version
 from ansible_collections.nl_biomero.database.plugins.module_utils.tuning import data_layout
 
-INITDB_DIR = "/docker-entrypoint-initdb.d"
-
 # Smoke queries per instance kind: tables whose row count is compared (when the table exists).
 SMOKE_TABLES = {
     "omero": ["job"],
@@ -407,10 +405,12 @@ def _mount_options(host, old_data_mount, new_volume, new_data_mount):
     """``volumes`` (the -v bindings, as written) and ``mounts`` (with their options) of the new container.
 
     Leaves out the old data mount (the new volume takes its place at
-    ``new_data_mount``), the init scripts (the data comes from the old cluster,
-    init scripts must not run again) and anonymous volumes (the engine makes new ones).
+    ``new_data_mount``) and anonymous volumes (the engine makes new ones). The
+    init scripts stay: the new container starts on a cluster that exists, so
+    they never run there (the staging container, which creates the cluster,
+    gets none of these mounts).
     """
-    skip = (old_data_mount, INITDB_DIR)
+    skip = (old_data_mount,)
     volumes = [bind for bind in host.get("Binds") or [] if (bind.split(":") + [""])[1] not in skip]
     mounts = [_mount_spec(mount) for mount in host.get("Mounts") or []
               if mount.get("Target") not in skip and (mount.get("Source") or mount.get("Type") == "tmpfs")]
@@ -428,8 +428,8 @@ def clone_spec(info, image_info, target_image, new_volume, old_data_mount, new_d
 
     Everything the old container set is taken over except what the upgrade
     changes: the image, the data mount (``new_volume`` at ``new_data_mount``,
-    see :func:`data_mounts`), the init scripts, the upgrade's labels, and a
-    PGDATA that would lie outside the new data mount. Environment variables
+    see :func:`data_mounts`), the upgrade's labels (:func:`upgrade_labels`),
+    and a PGDATA that would lie outside the new data mount. Environment variables
     are given by name (``env_names``; the values are read by the role under
     no_log, never returned). What docker_container cannot set is refused by
     :func:`clone_problems`. ``staging`` is the specification of the staging
@@ -535,14 +535,20 @@ def clone_problems(info, old_data_mount, new_data_mount):
     return problems
 
 
-def upgrade_labels(old_name, old_volume, old_image, from_major, new_volume):
-    """Labels that tie the new container to what it replaced."""
+def upgrade_labels(old_name, old_volume, old_image, from_major, new_volume, to_major):
+    """Labels that tie the new container to what it replaced, and the major it runs.
+
+    The major label is the one provisioning (role postgres_container) reads
+    first: with the new major on it, provisioning accepts the new container
+    once its inventory names the new image and volume.
+    """
     return {
         labels.UPGRADE_PREVIOUS_CONTAINER: old_name,
         labels.UPGRADE_PREVIOUS_VOLUME: old_volume or "",
         labels.UPGRADE_PREVIOUS_IMAGE: old_image or "",
         labels.UPGRADE_FROM_MAJOR: str(from_major),
         labels.UPGRADE_VOLUME: new_volume,
+        labels.INSTANCE_MAJOR: str(to_major),
     }
 
 

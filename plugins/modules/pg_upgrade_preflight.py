@@ -29,8 +29,8 @@ description:
     E(POSTGRES_INITDB_WALDIR) outside it).
   - Returns the specification of the new container (RV(spec)), cloned from the old container's inspect
     data, for M(community.docker.docker_container); everything the old container set except the image, the
-    data mount, the init scripts and the upgrade's labels. Environment values are not returned, only their
-    names.
+    data mount and the upgrade's labels (the major label says the new major). Environment values are not
+    returned, only their names.
   - Fails, listing all problems, when any check fails. Checks that could not be made are returned as warnings.
 author:
   - NL-BIOMERO database maintainers (@NL-BIOMERO)

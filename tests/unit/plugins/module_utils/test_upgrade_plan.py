@@ -178,10 +178,13 @@ def test_clone_spec_takes_over_the_instance():
     assert "se=cret" not in json.dumps(spec)
     assert spec["command"] == ["postgres", "-c", "work_mem=16MB"]
     assert "entrypoint" not in spec
+    # The init scripts stay (they never run on an existing cluster); the data mount is the new volume.
     assert spec["mounts"] == [
+        {"type": "bind", "source": "/srv/initdb", "target": "/docker-entrypoint-initdb.d", "read_only": True},
         {"type": "bind", "source": "/srv/secrets", "target": "/run/secrets", "read_only": True},
         {"type": "volume", "source": "database-pg17", "target": "/var/lib/postgresql/data", "read_only": False},
     ]
+    assert spec["staging"]["mounts"] == [spec["mounts"][-1]]
     assert spec["networks"] == [{"name": "omero", "aliases": ["db"]}]
     assert spec["network_mode"] == "omero"
     assert spec["published_ports"] == ["127.0.0.1:5432:5432/tcp"]
@@ -375,9 +378,11 @@ def test_clone_spec_moves_the_data_mount_to_the_target_layout():
 
 
 def test_upgrade_labels():
-    made = plan.upgrade_labels("database-pg15", "database", "postgres:15", 15, "database-pg17")
+    made = plan.upgrade_labels("database-pg15", "database", "postgres:15", 15, "database-pg17", 17)
     assert made[labels.UPGRADE_PREVIOUS_CONTAINER] == "database-pg15"
     assert made[labels.UPGRADE_FROM_MAJOR] == "15"
+    # The major provisioning reads: the new one.
+    assert made[labels.INSTANCE_MAJOR] == "17"
 
 
 BEFORE = {"databases": {"omero": {"tables": {"public.job": 3, "public.image": 2},
