@@ -27,9 +27,9 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.restore import
     conninfo_dbname, filter_globals, pg_restore_argv, psql_script_argv, session_options)
 from ansible_collections.nl_biomero.database.plugins.module_utils.tuning import parse_describe_config, unknown_settings
 from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade_plan import (
-    UpgradeError, aside_names, clone_problems, clone_spec, command_settings, compare_fingerprints, data_mounts, decide, disk_estimate,
-    disk_problems, extension_names, image_major, missing_extensions, new_volume_name, old_container_name,
-    recovery_plan, smoke_tables, upgrade_labels)
+    UpgradeError, aside_names, clone_problems, clone_spec, command_settings, compare_fingerprints, data_mounts,
+    decide, disk_estimate, disk_problems, extension_names, image_major, missing_extensions, new_volume_name,
+    old_container_name, recovery_plan, smoke_tables, upgrade_labels)
 
 SQL_DATABASES = ("SELECT datname, pg_database_size(datname), pg_get_userbyid(datdba) FROM pg_database "
                  "WHERE datallowconn AND NOT datistemplate ORDER BY 1")

@@ -563,7 +563,7 @@ def _running(info):
 
 
 def recovery_plan(name, current, aside, staging, volumes, journal=None, rollback=False):
-    """How to bring back the old instance ``name`` after an interrupted upgrade (with ``rollback``, also a finished one).
+    """How to bring back the old instance ``name`` after an interrupted (with ``rollback``: also a finished) upgrade.
 
     ``current``: inspect data of the container called ``name`` (None: there is none). ``aside``:
     {name: inspect data} of the containers called '<name>-pg<major>'. ``staging``: names of the

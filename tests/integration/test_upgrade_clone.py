@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from harness import ENGINE, REPO_ROOT, engine, require_image, unique
+from harness import ENGINE, engine, require_image, unique
 
 pytestmark = pytest.mark.skipif(ENGINE != "docker", reason="the postgres_upgrade role is tested with Docker")
 
