@@ -38,6 +38,7 @@ ALLOWED = {
     "Config.AttachStdout": "docker run -d vs the API",
     "Config.AttachStderr": "docker run -d vs the API",
 }
+UPGRADE_LABELS = ("org.nl-biomero.upgrade.", "nl-biomero.database.major")
 
 
 def same(value):
@@ -48,7 +49,6 @@ def same(value):
 def bind(entry):
     """A -v binding without a mode is read-write (the API writes ':rw')."""
     return entry if entry.count(":") >= 2 else entry + ":rw"
-UPGRADE_LABELS = ("org.nl-biomero.upgrade.", "nl-biomero.database.major")
 
 
 def inspect(name):
@@ -91,10 +91,6 @@ def differences(old, new, old_image, new_image, old_volume, new_volume):
     if old_labels != new_labels:
         found.append("Config.Labels: %r -> %r" % (old_labels, new_labels))
     # Mounts: equal but for the data volume.
-    def mounts(info, volume):
-        return sorted((m["Type"], m.get("Name") or m["Source"], m["Destination"], m["RW"],
-                       m.get("Mode") or ("rw" if m["Type"] == "bind" else ""))
-                      for m in info["Mounts"] if m.get("Name") != volume)
     if mounts(old, old_volume) != mounts(new, new_volume):
         found.append("Mounts: %r -> %r" % (mounts(old, old_volume), mounts(new, new_volume)))
     binds = [bind(b) for b in old["HostConfig"]["Binds"] if not b.startswith(old_volume + ":")]
@@ -105,13 +101,23 @@ def differences(old, new, old_image, new_image, old_volume, new_volume):
         found.append("HostConfig.Mounts: %r -> %r" % (old["HostConfig"].get("Mounts"), new_mounts))
     # Networks: aliases (less the engine's own), fixed address, links.
     for network in sorted(set(old["NetworkSettings"]["Networks"]) | set(new["NetworkSettings"]["Networks"])):
-        def endpoint(info):
-            data = info["NetworkSettings"]["Networks"].get(network) or {}
-            aliases = sorted(a for a in data.get("Aliases") or [] if a != info["Id"][:12])
-            return aliases, data.get("IPAMConfig"), data.get("Links"), data.get("IPAddress")
-        if endpoint(old) != endpoint(new):
-            found.append("network %s: %r -> %r" % (network, endpoint(old), endpoint(new)))
+        if endpoint(old, network) != endpoint(new, network):
+            found.append("network %s: %r -> %r" % (network, endpoint(old, network), endpoint(new, network)))
     return found
+
+
+def mounts(info, volume):
+    """The mounts of a container but ``volume``, as (type, name or source, destination, rw, mode)."""
+    return sorted((m["Type"], m.get("Name") or m["Source"], m["Destination"], m["RW"],
+                   m.get("Mode") or ("rw" if m["Type"] == "bind" else ""))
+                  for m in info["Mounts"] if m.get("Name") != volume)
+
+
+def endpoint(info, network):
+    """Aliases (less the engine's own), fixed address, links and address of a container on ``network``."""
+    data = info["NetworkSettings"]["Networks"].get(network) or {}
+    aliases = sorted(a for a in data.get("Aliases") or [] if a != info["Id"][:12])
+    return aliases, data.get("IPAMConfig"), data.get("Links"), data.get("IPAddress")
 
 
 @pytest.fixture

@@ -119,7 +119,7 @@ def test_missing_extensions():
 
 def test_healthcheck_spec():
     spec = plan.healthcheck_spec({"Test": ["CMD", "pg_isready"], "Interval": 1000000000, "Timeout": 500000000,
-                                     "Retries": 10, "StartPeriod": 60000000000})
+                                  "Retries": 10, "StartPeriod": 60000000000})
     assert spec == {"test": ["CMD", "pg_isready"], "interval": "1s", "timeout": "500ms", "retries": 10,
                     "start_period": "60s"}
     assert plan.healthcheck_spec({"Test": ["NONE"]}) is None
