@@ -48,6 +48,7 @@ SCHEMA = dict(
         jobs=dict(type="int"),
         row_counts=dict(type="bool", default=True),
         exclude_table_data=dict(type="list", elements="str", default=[]),
+        verify=dict(type="str", default="full", choices=["full", "toc", "none"]),
     )),
     paths=dict(type="list", elements="dict", default=[], options=dict(
         name=dict(type="str"),

@@ -506,7 +506,7 @@ class BackupRun:
             options = dict(engine=engine.binary, login_user=entry["user"], login_password=password,
                            dest_dir=dest_dir, format=entry["format"], compress=entry["compress"],
                            globals=entry["globals"], jobs=entry["jobs"],
-                           exclude_table_data=entry["exclude_table_data"],
+                           exclude_table_data=entry["exclude_table_data"], verify=entry["verify"],
                            lock_wait_timeout=self.timeouts["lock_wait"])
             counts = None
             if entry["row_counts"]:

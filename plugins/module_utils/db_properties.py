@@ -14,7 +14,9 @@ statements about that database, with its name replaced by the target's:
 - ``ALTER DATABASE ... OWNER TO | CONNECTION LIMIT | SET | RESET |
   IS_TEMPLATE | ALLOW_CONNECTIONS``, ``COMMENT ON DATABASE``, ``GRANT|REVOKE
   ... ON DATABASE``, ``ALTER ROLE ... IN DATABASE ... SET``, applied once
-  the copy is in place.
+  the copy is restored (they belong to the database object, so a rename
+  carries them); a statement naming a role the target lacks is left out
+  and reported (:func:`plan_properties`).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -37,6 +39,11 @@ _ALTER_KINDS = ("OWNER", "CONNECTION", "SET", "RESET", "IS_TEMPLATE", "ALLOW_CON
 def quote_ident(name):
     """An SQL identifier, always quoted (PostgreSQL's rule: double any '"')."""
     return '"%s"' % name.replace('"', '""')
+
+
+def is_database_entry(line):
+    """Whether a ``pg_restore --create --list`` line is one of the database object's own entries."""
+    return bool(_DATABASE_ENTRY.match(line))
 
 
 def database_entries(list_lines):
@@ -68,6 +75,8 @@ def _rewrite(statement, tokens, positions, new_name):
 def _classify(tokens, name):
     """(kind, positions of the database name) of one statement; kind None when it is not kept."""
     body = [token for token in tokens if token[0] != ";"]
+    if any(token[0] == "meta" or (token[0] == "op" and token[1] in (":", "\\")) for token in body):
+        return None, []  # psql would interpolate ':name' or run a backslash command: not a plain statement
     words = _words(body)
     if len(body) >= 3 and words[:2] == ["CREATE", "DATABASE"] and _is_name(body[2], name):
         return "create", [2]
@@ -124,6 +133,11 @@ def property_statements(sql_text, archive_name, target_name):
     return options, apply
 
 
+def describe_options(options):
+    """'ENCODING = 'UTF8' LOCALE_PROVIDER = libc LOCALE = 'C.UTF-8'': the options in CREATE DATABASE order."""
+    return " ".join("%s = %s" % (option, options[option]) for option in CREATE_OPTIONS if option in options)
+
+
 def create_database_sql(name, options, owner=None):
     """CREATE DATABASE for a restored copy: template0, the source's encoding and locale options."""
     parts = ["CREATE DATABASE %s WITH TEMPLATE = template0" % quote_ident(name)]
@@ -133,3 +147,82 @@ def create_database_sql(name, options, owner=None):
     if owner:
         parts.append("OWNER = %s" % quote_ident(owner))
     return " ".join(parts) + ";"
+
+
+# Grantee keywords that are not role names.
+_NOT_ROLES = ("PUBLIC", "CURRENT_USER", "SESSION_USER", "CURRENT_ROLE")
+
+
+def _role(token):
+    """The role a name token stands for, None for PUBLIC/CURRENT_USER and the like (and for non-names)."""
+    if token[0] == "ident":
+        return token[1]
+    if token[0] == "word" and token[1].upper() not in _NOT_ROLES:
+        return token[1]
+    return None
+
+
+def statement_roles(statement):
+    """The roles a kept property statement names (owner, grantees, grantor, the role of ALTER ROLE ... IN DATABASE).
+
+    A statement naming a role the target lacks cannot run there; the caller
+    leaves it out and reports it.
+    """
+    tokens = [token for token in split_statements(statement)[0][1] if token[0] != ";"]
+    words = _words(tokens)
+    names = []
+    if words[:2] == ["ALTER", "ROLE"]:
+        names.append(_role(tokens[2]))
+    elif words[:2] == ["ALTER", "DATABASE"] and words[3:5] == ["OWNER", "TO"] and len(tokens) > 5:
+        names.append(_role(tokens[5]))
+    elif words and words[0] in ("GRANT", "REVOKE"):
+        at = words.index("ON") + 3  # ON DATABASE name TO|FROM
+        index = at + 1
+        while index < len(tokens):  # grantee [, grantee ...]; GROUP is a noise word
+            if words[index] == "GROUP" and index + 1 < len(tokens) and tokens[index + 1][1] != ",":
+                index += 1
+            names.append(_role(tokens[index]))
+            if index + 1 < len(tokens) and tokens[index + 1][1] == ",":
+                index += 2
+                continue
+            break
+        for index in range(at + 1, len(tokens) - 2):
+            if words[index:index + 2] == ["GRANTED", "BY"]:
+                names.append(_role(tokens[index + 2]))
+    return [name for name in names if name]
+
+
+def plan_properties(sql_text, archive_name, target_name, known_roles):
+    """(CREATE DATABASE options, statements to apply, [(statement, missing roles)] left out) for ``target_name``.
+
+    Statements naming a role that is not in ``known_roles`` are left out (they
+    would fail in the target) and returned with the missing names.
+    """
+    options, statements = property_statements(sql_text, archive_name, target_name)
+    known = set(known_roles)
+    apply, left_out = [], []
+    for statement in statements:
+        missing = [name for name in statement_roles(statement) if name not in known]
+        if missing:
+            left_out.append((statement, missing))
+        else:
+            apply.append(statement)
+    return options, apply, left_out
+
+
+_ENCODING_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def client_encoding(sql_text):
+    """The encoding a pg_dump/pg_restore script is written in (its ``SET client_encoding``), 'UTF8' without one.
+
+    The property statements are sent in that encoding, with that SET first.
+    """
+    for _statement, tokens in split_statements(sql_text):
+        body = [token for token in tokens if token[0] != ";"]
+        if len(body) == 4 and _words(body[:2]) == ["SET", "CLIENT_ENCODING"] and body[2][1].upper() in ("=", "TO") \
+                and body[3][0] == "string":
+            value = body[3][1].strip("'")
+            if _ENCODING_NAME.match(value):
+                return value
+    return "UTF8"

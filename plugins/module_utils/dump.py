@@ -36,6 +36,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils import archive
 from ansible_collections.nl_biomero.database.plugins.module_utils.dump_rules import (
     GLOBALS_COMPLETE,
     DumpError,
+    check_directory_frames,
     check_plain_complete,
     check_tar_archive,
     choose_compression,
@@ -47,6 +48,8 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.dump_rules imp
     parse_ls_sizes,
     parse_mode,
     resolve_dest,
+    verify_argv,
+    verify_level,
 )
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import EngineError, stream
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_archive import read_toc
@@ -78,7 +81,7 @@ class PgDump:
 
     def __init__(self, container, database, engine="auto", login_user=None, login_password=None,
                  dest=None, dest_dir=None, format="custom", jobs=None, compress="auto", globals=False,
-                 exclude_table_data=(), verify=True, mode="0600", force=False, snapshot=None,
+                 exclude_table_data=(), verify="toc", mode="0600", force=False, snapshot=None,
                  lock_wait_timeout=None):
         if not container:
             raise DumpError("container is required")
@@ -106,7 +109,7 @@ class PgDump:
         self.compress = compress
         self.globals = bool(globals)
         self.exclude_table_data = [str(item) for item in (exclude_table_data or [])]
-        self.verify = bool(verify)
+        self.verify = verify_level(verify)  # toc | full | none
         self.file_mode = parse_mode(mode)
         self.dir_mode = dir_mode_for(self.file_mode)
         self.force = bool(force)
@@ -129,7 +132,7 @@ class PgDump:
         except (EngineError, PgError) as exc:
             raise DumpError(str(exc))
         facts = self._server_facts()
-        args, described, method = choose_compression(self.compress, dump_major, self.format, self.verify)
+        args, described, method = choose_compression(self.compress, dump_major, self.format, self.verify != "none")
         if self.globals and not facts["superuser"]:
             raise DumpError("globals: pg_dumpall --globals-only needs a superuser (it reads role passwords from "
                             "pg_authid), and login_user '%s' is not one; use a superuser or globals: false"
@@ -230,6 +233,7 @@ class PgDump:
             "server_version": plan["server_version"],
             "pg_dump_version": plan["pg_dump_version"],
             "database_size": plan["database_size"],
+            "verification_level": self.verify,
         }
         if check_mode:
             result["msg"] = "would dump database '%s' of container '%s' to %s (format %s, compression %s)" % (
@@ -291,6 +295,7 @@ class PgDump:
             "duration_s": manifest["duration_s"],
             "dump_duration_s": manifest["dump_duration_s"],
             "verified": verification["verified"],
+            "verification": verification.get("verification"),
             "toc_entries": verification.get("toc_entries"),
             "globals_sha256": globals_info["sha256"] if globals_info else None,
         }
@@ -336,33 +341,19 @@ class PgDump:
 
     def _verify_file(self, plan, tmp):
         method = parse_compression(plan["compression"])[0]
-        if not self.verify:
+        if self.verify == "none":
             return {"verified": False, "verification": None}
         if self.format == "plain":
+            # the gzip check decompresses the whole file; either way the stream was hashed as written
             check_plain_complete(tmp, method)
-            return {"verified": True, "verification": "plain script ends with pg_dump's completion comment"}
+            return {"verified": True, "verification": "plain script ends with pg_dump's completion comment%s"
+                    % (" (the whole gzip stream read)" if method == "gzip" else "")}
         members = check_tar_archive(tmp) if self.format == "tar" else None
-        entries = self._restore_list(tmp)
-        text = "pg_restore --list in the container read %d entries" % entries
+        entries = verify_archive(self.pg.engine, self.container, self.verify, host_file=tmp)
+        text = describe_verification(self.verify, entries)
         if members is not None:
             text += "; tar archive complete (%d members)" % members
         return {"verified": True, "verification": text, "toc_entries": entries}
-
-    def _restore_list(self, tmp):
-        """pg_restore --list in the same container, the archive piped to its stdin: TOC readable."""
-        argv = self.pg.engine.exec_argv(self.container, ["pg_restore", "--list"], interactive=True)
-        return self._count_toc(argv, tmp)
-
-    def _count_toc(self, argv, stdin_path=None):
-        """Run ``pg_restore --list`` (argv), its listing read as it streams (it can be long); returns the entry count."""
-        done = stream(argv, stdin=stdin_path, stdout=read_toc)
-        if done.rc != 0:
-            raise DumpError("verification failed: pg_restore --list cannot read the dump (%s): %s"
-                            % (describe_exit(done.rc), done.stderr))
-        if done.output["created"] is None:
-            raise DumpError("verification failed: pg_restore --list printed no table of contents")
-        # Zero entries is a valid dump of an empty database (a fresh BIOMERO DB).
-        return done.output["entries"]
 
     # -- directory format ------------------------------------------------------
 
@@ -394,8 +385,8 @@ class PgDump:
             if err.strip():
                 self.warnings.append("pg_dump: %s" % err.strip())
             entries = None
-            if self.verify:
-                entries = self._count_toc(engine.exec_argv(self.container, ["pg_restore", "--list", staged]))
+            if self.verify != "none":
+                entries = verify_archive(engine, self.container, self.verify, container_path=staged)
             rc, out, err = engine.exec_run(self.container, ["ls", "-ln", staged])
             if rc != 0:
                 raise DumpError("cannot list the staged dump in container '%s': %s" % (self.container, err.strip()))
@@ -415,11 +406,15 @@ class PgDump:
         if "toc.dat" not in copied:
             raise DumpError("the copied dump has no toc.dat")
         archive.fsync_path(tmp)
-        if not self.verify:
+        if self.verify == "none":
             return {"verified": False, "verification": None}
-        return {"verified": True, "toc_entries": entries,
-                "verification": "pg_restore --list in the container read %d entries; %d files copied "
-                                "with the staged sizes" % (entries, len(copied))}
+        text = "%s; %d files copied with the staged sizes" % (describe_verification(self.verify, entries), len(copied))
+        if self.verify == "full":
+            # pg_restore does not notice a zstd/lz4 data file cut short (dump_rules.check_frames)
+            framed = check_directory_frames(tmp)
+            if framed:
+                text += "; every frame of the %d zstd/lz4 data files of the copy complete" % framed
+        return {"verified": True, "toc_entries": entries, "verification": text}
 
     def _copy_out(self, staged, target):
         """``<engine> cp CONTAINER:staged -`` extracted into ``target`` as the tar stream arrives; {path: size}.
@@ -462,6 +457,7 @@ class PgDump:
                               if self.format == "directory" else "file"),
             "database_size": plan["database_size"],
             "verified": verification["verified"],
+            "verification_level": self.verify,
             "verification": verification.get("verification"),
             "toc_entries": verification.get("toc_entries"),
             "start_utc": archive.utc_iso(plan["started"]),
@@ -474,10 +470,47 @@ class PgDump:
         }
 
 
+def verify_archive(engine, container, level, host_file=None, container_path=None):
+    """Read a dump back with the container's own pg_restore; returns the table of contents' entry count.
+
+    ``level`` toc: ``pg_restore --list`` (header and table of contents, which
+    sit at the start of the archive). full: that, then ``pg_restore -f
+    /dev/null``, which reads and decompresses every entry and data block as a
+    restore would: an archive cut short or with a damaged block fails here.
+    The archive streams from ``host_file`` into the exec's stdin, or is read
+    at ``container_path`` inside the container (a staged directory). Nothing
+    is written anywhere. DumpError when it cannot be read.
+    """
+    interactive = host_file is not None
+    done = stream(engine.exec_argv(container, verify_argv("toc", container_path), interactive=interactive),
+                  stdin=host_file, stdout=read_toc)
+    if done.rc != 0:
+        raise DumpError("verification failed: pg_restore --list cannot read the dump (%s): %s"
+                        % (describe_exit(done.rc), done.stderr))
+    if done.output["created"] is None:
+        raise DumpError("verification failed: pg_restore --list printed no table of contents")
+    if level == "full":
+        read = stream(engine.exec_argv(container, verify_argv("full", container_path), interactive=interactive),
+                      stdin=host_file)
+        if read.rc != 0:
+            raise DumpError("verification failed: pg_restore cannot read the whole dump (%s): %s"
+                            % (describe_exit(read.rc), read.stderr or "no error output"))
+    # Zero entries is a valid dump of an empty database (a fresh BIOMERO DB).
+    return done.output["entries"]
+
+
+def describe_verification(level, entries):
+    """The manifest's ``verification`` text of a custom/tar/directory dump read back at ``level``."""
+    text = "pg_restore --list in the container read %d entries" % entries
+    if level == "full":
+        text += "; pg_restore read every entry and data block of the archive (full read to /dev/null)"
+    return text
+
+
 def dump(**options):
     """Convenience: ``dump(container=..., database=..., dest_dir=...)`` -> result dict (see PgDump)."""
     check_mode = options.pop("check_mode", False)
     return PgDump(**options).run(check_mode=check_mode)
 
 
-__all__ = ["PgDump", "DumpError", "dump"]
+__all__ = ["PgDump", "DumpError", "dump", "verify_archive"]

@@ -41,8 +41,44 @@ TAIL_BYTES = 64 * 1024
 COMPRESSED_PLAIN_EXT = {"gzip": "gz", "lz4": "lz4", "zstd": "zst"}
 
 
+# How a dump is read back before it gets its final name (option ``verify``):
+# toc = pg_restore --list (header and table of contents), full = also every
+# entry and data block (pg_restore -f /dev/null), none = not read back.
+VERIFY_LEVELS = ("toc", "full", "none")
+_VERIFY_TRUE = ("true", "yes", "on", "1")
+_VERIFY_FALSE = ("false", "no", "off", "0")
+
+
 class DumpError(NlbError):
     """The dump cannot be taken or failed; the message says why (with the tool's stderr)."""
+
+
+def verify_level(value):
+    """toc, full or none from the ``verify`` option; the old boolean still works (true: toc, false: none)."""
+    if value is None:
+        return "toc"
+    if isinstance(value, bool):
+        return "toc" if value else "none"
+    text = str(value).strip().lower()
+    if text in VERIFY_LEVELS:
+        return text
+    if text in _VERIFY_TRUE:
+        return "toc"
+    if text in _VERIFY_FALSE:
+        return "none"
+    raise DumpError("verify '%s' is not accepted; use toc (pg_restore reads the table of contents), full (pg_restore "
+                    "reads the whole archive) or none (true means toc, false means none)" % (value,))
+
+
+def verify_argv(level, path=None):
+    """pg_restore argv of one verification pass: 'toc' lists the table of contents, 'full' reads everything.
+
+    ``path`` None reads the archive from stdin. A full read restores to
+    /dev/null: every entry and data block is read and decompressed, as a
+    restore would, and nothing is written.
+    """
+    argv = ["pg_restore", "--list"] if level == "toc" else ["pg_restore", "--file=/dev/null"]
+    return argv + ([path] if path else [])
 
 
 def parse_mode(mode):
@@ -89,7 +125,7 @@ def choose_compression(spec, major, fmt, verify=True):
     method = parse_compression(described)[0]
     if fmt == "plain" and method in ("lz4", "zstd") and verify:
         raise DumpError("format 'plain' compressed with %s cannot be verified (pg_restore does not read plain dumps); "
-                        "use compress: gzip or none, format custom or directory, or verify: false" % method)
+                        "use compress: gzip or none, format custom or directory, or verify: none" % method)
     return args, described, method
 
 
@@ -271,3 +307,98 @@ def check_tar_archive(path):
         raise DumpError("the tar dump is truncated: the end-of-archive marker is missing")
     return count
 
+
+# --------------------------------------------------------------------------
+# zstd and lz4 frames of a directory archive's data files
+# --------------------------------------------------------------------------
+# pg_restore (16, 17) reads a zstd or lz4 data file of a directory archive to
+# its end without checking that the last frame is complete: a file cut short
+# restores a part of the table with exit status 0. Walking the frames (block
+# headers only, the data is seeked over) catches that.
+
+_ZSTD_MAGIC = 0xFD2FB528
+_LZ4_MAGIC = 0x184D2204
+FRAMED_EXTENSIONS = (".zst", ".lz4")
+
+
+def _skippable(magic):
+    return magic & 0xFFFFFFF0 == 0x184D2A50
+
+
+def check_frames(path):
+    """DumpError unless the zstd (.zst) or lz4 (.lz4) file ``path`` is a sequence of complete frames.
+
+    Returns the number of frames. Follows the frame formats (RFC 8878 for
+    zstd, the LZ4 frame format): headers, every block header, checksums.
+    """
+    kind = "zstd" if path.endswith(".zst") else "lz4"
+    size = os.path.getsize(path)
+    frames = 0
+    with open(path, "rb") as handle:
+        def take(count, what):
+            data = handle.read(count)
+            if len(data) != count:
+                raise DumpError("%s is cut short: the %s data ends inside %s (frame %d, byte %d of %d)"
+                                % (path, kind, what, frames + 1, handle.tell(), size))
+            return data
+
+        def skip(count, what):
+            if handle.tell() + count > size:
+                raise DumpError("%s is cut short: the %s data ends inside %s (frame %d, %d bytes missing)"
+                                % (path, kind, what, frames + 1, handle.tell() + count - size))
+            handle.seek(count, os.SEEK_CUR)
+
+        while handle.tell() < size:
+            magic = int.from_bytes(take(4, "a frame header"), "little")
+            if _skippable(magic):
+                skip(int.from_bytes(take(4, "a frame header"), "little"), "a skippable frame")
+            elif kind == "zstd" and magic == _ZSTD_MAGIC:
+                _zstd_frame(take, skip)
+            elif kind == "lz4" and magic == _LZ4_MAGIC:
+                _lz4_frame(take, skip)
+            else:
+                raise DumpError("%s is not %s data (frame %d starts with 0x%08x)" % (path, kind, frames + 1, magic))
+            frames += 1
+    if not frames:
+        raise DumpError("%s is empty: pg_dump writes at least the end-of-data marker of a table" % path)
+    return frames
+
+
+def check_directory_frames(directory):
+    """check_frames of every zstd/lz4 data file of a directory archive; returns how many were checked."""
+    checked = 0
+    for name in sorted(os.listdir(directory)):
+        if name.endswith(FRAMED_EXTENSIONS):
+            check_frames(os.path.join(directory, name))
+            checked += 1
+    return checked
+
+
+def _zstd_frame(take, skip):
+    descriptor = take(1, "a frame header")[0]
+    single_segment = descriptor & 0x20
+    fcs_size = {0: 1 if single_segment else 0, 1: 2, 2: 4, 3: 8}[descriptor >> 6]
+    header = (0 if single_segment else 1) + {0: 0, 1: 1, 2: 2, 3: 4}[descriptor & 3] + fcs_size
+    take(header, "a frame header")
+    while True:
+        block = int.from_bytes(take(3, "a block header"), "little")
+        block_type, block_size = (block >> 1) & 3, block >> 3
+        if block_type == 3:
+            raise DumpError("reserved zstd block type: the data is damaged")
+        skip(1 if block_type == 1 else block_size, "a block")
+        if block & 1:
+            break
+    if descriptor & 0x04:
+        take(4, "the frame checksum")
+
+
+def _lz4_frame(take, skip):
+    flags = take(2, "a frame header")[0]
+    take((8 if flags & 0x08 else 0) + (4 if flags & 0x01 else 0) + 1, "a frame header")
+    while True:
+        block = int.from_bytes(take(4, "a block header"), "little")
+        if block == 0:
+            break
+        skip((block & 0x7FFFFFFF) + (4 if flags & 0x10 else 0), "a block")
+    if flags & 0x04:
+        take(4, "the content checksum")

@@ -5,10 +5,10 @@
 
 No container and no engine here (the I/O is :mod:`restore`): parsing pg_dump
 archive headers (reading only a file's first bytes), the version rule, the
-``pg_restore --list`` table of contents, making a globals script safe for a
-cluster that has roles already, option checks, the plan for the target
-database, and the pg_restore/psql argv. :mod:`upgrade` uses the argv and
-globals rules too.
+``pg_restore --list`` table of contents, option checks, the plan for the
+target database, and the pg_restore/psql argv. :mod:`upgrade` uses the argv
+rules too. (A globals script is made safe by :mod:`globals_sql`, the database's
+own properties are read by :mod:`db_properties`.)
 """
 
 from __future__ import absolute_import, division, print_function
@@ -21,6 +21,7 @@ import posixpath
 import re
 import tarfile
 
+from ansible_collections.nl_biomero.database.plugins.module_utils.db_properties import describe_options, is_database_entry
 from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools import major_version
 
@@ -236,19 +237,23 @@ _TOC_CREATED = "; Archive created at"
 
 
 def parse_toc_list(lines, known_roles=()):
-    """``pg_restore --list`` output (an iterable of lines) -> summary dict.
+    """``pg_restore [--create] --list`` output (an iterable of lines) -> summary dict.
 
     Keys: created (the '; Archive created at' line every readable archive's
     listing has, None without it), header (the '; Name: value' comments), entries (count), table_data
     (TABLE DATA entries: tables restored with their rows), large_objects,
     missing_owners (owners of entries that are not in ``known_roles``; the
     owner is the last word of an entry, and as a role name may contain
-    spaces, an entry ending in ' <known role>' counts as owned by it).
+    spaces, an entry ending in ' <known role>' counts as owned by it),
+    database_entries (the lines of the database object's own entries, which
+    ``--create`` lists; they are not counted in entries nor owners: they are
+    the database's properties, see :mod:`db_properties`).
     Works line by line: a list of millions of entries is not held in memory.
     """
     suffixes = tuple(" " + role for role in known_roles)
     header = {}
-    summary = {"created": None, "header": header, "entries": 0, "table_data": 0, "large_objects": 0}
+    summary = {"created": None, "header": header, "entries": 0, "table_data": 0, "large_objects": 0,
+               "database_entries": []}
     missing = set()
     for line in lines:
         line = line.rstrip("\r\n")
@@ -261,6 +266,9 @@ def parse_toc_list(lines, known_roles=()):
             continue
         match = _TOC_LINE.match(line)
         if not match:
+            continue
+        if is_database_entry(line):
+            summary["database_entries"].append(line)
             continue
         entry = match.group(4)
         summary["entries"] += 1
@@ -278,75 +286,6 @@ def parse_toc_list(lines, known_roles=()):
 def read_toc(pipe, known_roles=()):
     """:func:`parse_toc_list` of a binary stream (the stdout of ``pg_restore --list``), line by line."""
     return parse_toc_list((line.decode("utf-8", "replace") for line in pipe), known_roles)
-
-
-_IDENT = r'(?:"(?:[^"]|"")+"|[^\s";]+)'
-_CREATE_ROLE = re.compile(r"^CREATE ROLE (%s);\s*$" % _IDENT)
-_ROLE_STMT = re.compile(r"^(?:ALTER ROLE|COMMENT ON ROLE) (%s)[ ;].*;\s*$" % _IDENT)
-_CREATE_TABLESPACE = re.compile(r"^CREATE TABLESPACE (%s) .*;\s*$" % _IDENT)
-_TABLESPACE_STMT = re.compile(r"^(?:ALTER TABLESPACE|COMMENT ON TABLESPACE) (%s) .*;\s*$" % _IDENT)
-
-
-def unquote_ident(text):
-    """'"My Role"' -> 'My Role'; bare names as printed by pg_dumpall stay as they are."""
-    if len(text) >= 2 and text.startswith('"') and text.endswith('"'):
-        return text[1:-1].replace('""', '"')
-    return text
-
-
-def filter_globals(text, existing_roles, existing_tablespaces=()):
-    """Make a ``pg_dumpall --globals-only`` script safe to run on a cluster that already has some roles.
-
-    Roles (and tablespaces) that exist in the target are left exactly as they
-    are: their CREATE, ALTER (attributes, password, settings) and COMMENT
-    statements are commented out. Running them would fail ("role already
-    exists") or, worse, silently reset the password and attributes of the
-    target's own superuser to those of the source cluster. Missing roles are
-    created with their attributes; role memberships (GRANT) are applied.
-
-    Returns (script, {'roles_created', 'roles_skipped', 'tablespaces_created', 'tablespaces_skipped'}).
-    """
-    roles = set(existing_roles)
-    spaces = set(existing_tablespaces)
-    report = {"roles_created": [], "roles_skipped": [], "tablespaces_created": [], "tablespaces_skipped": []}
-    out = []
-    for line in text.splitlines():
-        match = _CREATE_ROLE.match(line)
-        if match:
-            name = unquote_ident(match.group(1))
-            if name in roles:
-                report["roles_skipped"].append(name)
-                out.append("-- skipped, the role exists in the target: CREATE ROLE")
-                continue
-            report["roles_created"].append(name)
-            out.append(line)
-            continue
-        match = _ROLE_STMT.match(line)
-        if match and unquote_ident(match.group(1)) in roles:
-            out.append("-- skipped, the role exists in the target: %s ROLE" % line.split(" ", 1)[0])
-            continue
-        match = _CREATE_TABLESPACE.match(line)
-        if match:
-            name = unquote_ident(match.group(1))
-            if name in spaces:
-                report["tablespaces_skipped"].append(name)
-                out.append("-- skipped, the tablespace exists in the target: CREATE TABLESPACE")
-                continue
-            report["tablespaces_created"].append(name)
-            out.append(line)
-            continue
-        match = _TABLESPACE_STMT.match(line)
-        if match and unquote_ident(match.group(1)) in spaces:
-            out.append("-- skipped, the tablespace exists in the target")
-            continue
-        out.append(line)
-    return "\n".join(out) + "\n", report
-
-
-def globals_roles(text):
-    """Names of the roles a globals script creates (CREATE ROLE lines)."""
-    return [unquote_ident(match.group(1)) for match in (_CREATE_ROLE.match(line) for line in text.splitlines())
-            if match]
 
 
 def conninfo_dbname(database):
@@ -490,6 +429,7 @@ def plan_result(plan):
         "toc_entries": toc.get("entries") if toc else None,
         "tables_restored": toc.get("table_data") if toc else None,
         "globals": dict(report, path=plan["globals_path"]) if report else None,
+        "database_properties": (plan.get("properties") or {}).get("report"),
         "actions": [],
         "tables": [],
         "row_counts": {},
@@ -532,14 +472,23 @@ def planned_actions(plan, params, database):
                           or "none", ", ".join(report["roles_skipped"] + report["tablespaces_skipped"]) or "none"))
     tool = "psql" if plan["info"]["format"] == "plain" else "pg_restore"
     feed = _feed_text(plan, params["staging_dir"])
+    properties = (plan.get("properties") or {}).get("report")
     if plan["kind"] in ("create", "replace"):
-        actions.append("create a staging database (owner %s, from template0) and restore into it with %s: %s"
-                       % (plan["owner"], tool, feed))
+        options = describe_options((properties or {}).get("create_options", {}))
+        actions.append("create a staging database (owner %s, from template0%s) and restore into it with %s: %s"
+                       % (plan["owner"], ", %s from the archive" % options if options else "", tool, feed))
     else:
         actions.append("restore into database '%s' with %s%s: %s" % (
             database, tool, " --clean --if-exists" if plan["kind"] == "clean" else "", feed))
     if params["analyze"]:
         actions.append("ANALYZE the restored database")
+    if properties and properties["applied"]:
+        actions.append("apply the archive's database-level properties to it: %s" % " ".join(properties["applied"]))
+    if properties and properties["left_out"]:
+        actions.append("leave out the database-level properties naming roles the target lacks: %s"
+                       % " ".join(item["statement"] for item in properties["left_out"]))
+    if properties and properties["note"]:
+        actions.append(properties["note"])
     if plan["kind"] == "create":
         actions.append("rename the staging database to '%s'" % database)
     elif plan["kind"] == "replace":
@@ -587,4 +536,3 @@ def parse_id_output(text):
     if not match:
         raise RestoreError("cannot read the container user's uid/gid from: %r" % (text,))
     return int(match.group(1)), int(match.group(2))
-

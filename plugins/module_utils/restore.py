@@ -52,8 +52,20 @@ import time
 import uuid
 
 from ansible_collections.nl_biomero.database.plugins.module_utils import archive
+from ansible_collections.nl_biomero.database.plugins.module_utils.db_properties import (
+    client_encoding,
+    create_database_sql,
+    describe_options,
+    plan_properties,
+)
 from ansible_collections.nl_biomero.database.plugins.module_utils.dump_rules import default_jobs
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import EngineError, stream
+# The one globals filter (quote-aware; upgrade imports filter_globals from here too).
+from ansible_collections.nl_biomero.database.plugins.module_utils.globals_sql import (
+    GlobalsError,
+    filter_globals,
+    globals_roles,
+)
 # The pure rules of a restore live in pg_archive; these names stay importable from here (upgrade uses them).
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_archive import (
     RestoreError,
@@ -63,8 +75,6 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.pg_archive imp
     describe_objects,
     describe_plan,
     failure_state,
-    filter_globals,
-    globals_roles,
     inspect_archive,
     parse_id_output,
     pg_restore_argv,
@@ -171,6 +181,7 @@ class PgRestore:
         self.actions = []
         self._stages = []
         self._exec_ids = None
+        self._toc_path = None
         self._server_major = None
         self._interrupted_state = ""
         self._completed = False
@@ -266,7 +277,7 @@ class PgRestore:
             "kind": plan_kind, "info": info, "manifest": manifest, "server_version": short_version(server_version),
             "tool": tool, "tool_version": short_version(tool_version), "login": login, "roles": roles,
             "target": target, "user_objects": user_objects, "checksum_verified": False,
-            "globals_path": None, "globals_report": None, "toc": None,
+            "globals_path": None, "globals_report": None, "toc": None, "properties": None,
         }
         if plan_kind == "skip":
             return plan
@@ -280,7 +291,11 @@ class PgRestore:
         plan["checksum_verified"] = self._verify_checksum(manifest)
         if p["globals"]:
             plan["globals_path"], gtext = self._read_globals(manifest)
-            plan["globals_script"], plan["globals_report"] = filter_globals(gtext, roles, facts["tablespaces"])
+            try:
+                plan["globals_script"], plan["globals_report"] = filter_globals(gtext, roles, facts["tablespaces"])
+            except GlobalsError as exc:
+                raise RestoreError("the globals file %s cannot be used: %s (nothing was restored)"
+                                   % (plan["globals_path"], exc))
         # jobs: parallel restore needs pg_restore to seek in a file inside the container
         jobs = p["jobs"]
         if jobs is None:
@@ -299,6 +314,9 @@ class PgRestore:
                                    "or adopt the objects with no_owner: true (optionally with owner)"
                                    % (self.container, ", ".join(missing)))
         plan["owner"] = owner or (target["owner"] if target else None) or login["user"]
+        plan["properties"] = None
+        if plan_kind in ("create", "replace"):
+            plan["properties"] = self._read_properties(plan, known)
         if owner and plan_kind in ("in_place", "clean") and not p["no_owner"] and owner != target["owner"]:
             self.warnings.append("owner '%s' is not applied: database '%s' exists (owned by '%s'); owner sets the "
                                  "owner of a database the module creates, and with no_owner the role that owns "
@@ -340,7 +358,10 @@ class PgRestore:
         if not os.path.isfile(path):
             return []
         with open(path, "rb") as handle:
-            return globals_roles(handle.read().decode("utf-8", "replace"))
+            try:
+                return globals_roles(handle.read().decode("utf-8", "replace"))
+            except GlobalsError as exc:
+                raise RestoreError("the globals file %s cannot be used: %s (nothing was restored)" % (path, exc))
 
     def _read_globals(self, manifest):
         path = self._globals_file(manifest)
@@ -364,16 +385,17 @@ class PgRestore:
         def parse(pipe):
             return read_toc(pipe, known_roles)
 
+        # --create: the database object's own entries are listed too (kept apart, see parse_toc_list)
         if fmt == "directory":
             # pg_restore reads a directory archive only from a directory (not from stdin): stage
             # it (in check mode only its toc.dat, which is all --list reads) and list it there.
-            remote = self._stage(toc_only=check_mode)
-            rc, toc, err = self._run_streamed(["pg_restore", "--list", remote], self.pg.maintenance_db,
-                                              reader=parse)
+            self._toc_path = self._stage(toc_only=check_mode)
+            rc, toc, err = self._run_streamed(["pg_restore", "--create", "--list", self._toc_path],
+                                              self.pg.maintenance_db, reader=parse)
         else:
             # --list reads only the header and table of contents at the start of the stream
-            rc, toc, err = self._run_streamed(["pg_restore", "--list"], self.pg.maintenance_db, stdin_path=self.src,
-                                              reader=parse)
+            rc, toc, err = self._run_streamed(["pg_restore", "--create", "--list"], self.pg.maintenance_db,
+                                              stdin_path=self.src, reader=parse)
         if rc != 0:
             raise RestoreError("pg_restore --list in container '%s' cannot read %s: %s%s (nothing was restored)"
                                % (self.container, self.src, err.strip(), stderr_hint(err)))
@@ -381,6 +403,72 @@ class PgRestore:
         if "Format" not in toc["header"]:
             raise RestoreError("pg_restore --list printed no table of contents for %s (nothing was restored)" % self.src)
         return toc
+
+    def _read_properties(self, plan, known_roles):
+        """The archive's database-level properties for the database this restore creates.
+
+        ``pg_restore --create -L <the database's own entries>`` prints them as
+        SQL (read by the quote-aware db_properties, never pasted); statements
+        naming a role the target lacks are left out and reported. Returns
+        {'sql', 'archive_name', 'known_roles', 'options', 'report'}; 'sql' is None when the
+        archive has no such entries (a plain script, a data-only dump).
+        """
+        info = plan["info"]
+        entries = (plan["toc"] or {}).get("database_entries") or []
+        empty = {"sql": None, "report": {
+            "source": "none", "create_options": {}, "applied": [], "left_out": [],
+            "note": "%s: the database is created with the target's defaults (template0, owner %s) and gets no "
+                    "settings, grants or comment from the archive"
+                    % ("a plain SQL script records no database-level properties" if info["format"] == "plain" else
+                       "the archive has no DATABASE entry (a data-only or partial dump)", plan["owner"])}}
+        if not entries or not info.get("dbname"):
+            return empty
+        command = ["pg_restore", "--create", "--file=-",
+                   "--use-list=" + self._put_file("database.list", "\n".join(entries) + "\n")]
+        if self.params["owner"] or self.params["no_owner"]:
+            command.append("--no-owner")  # owner (or no_owner) decides who owns the database
+        if self.params["no_privileges"]:
+            command.append("--no-privileges")
+        stdin = self.src
+        if self._toc_path:
+            command.append(self._toc_path)
+            stdin = None
+        rc, raw, err = self._run_streamed(command, self.pg.maintenance_db, stdin_path=stdin,
+                                          reader=lambda pipe: pipe.read())
+        if rc != 0:
+            raise RestoreError("pg_restore --create in container '%s' cannot print the database-level properties of "
+                               "%s: %s (nothing was restored)" % (self.container, self.src, err.strip()))
+        # bytes in the archive's encoding; surrogateescape keeps every byte for sending them back
+        sql = raw.decode("utf-8", "surrogateescape")
+        try:
+            options, apply, left_out = plan_properties(sql, info["dbname"], self.database, known_roles)
+        except GlobalsError as exc:
+            raise RestoreError("%s (nothing was restored)" % exc)
+        if not options and not apply and not left_out:
+            return empty
+
+        def shown(text):
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+        report = {"source": "archive", "create_options": dict((key, shown(value)) for key, value in options.items()),
+                  "applied": [shown(text) for text in apply], "note": None,
+                  "left_out": [{"statement": shown(text), "missing_roles": missing} for text, missing in left_out]}
+        if left_out:
+            self.warnings.append("database-level properties naming roles that container '%s' lacks are not applied: "
+                                 "%s (restore the roles with globals: true or create them first)"
+                                 % (self.container, "; ".join(item["statement"] for item in report["left_out"])))
+        return {"sql": sql, "archive_name": info["dbname"], "known_roles": sorted(known_roles), "options": options,
+                "report": report}
+
+    def _put_file(self, name, text):
+        """A small file in a private directory of the container (removed with the stages); returns its path."""
+        path = posixpath.join(self._private_dir("file"), name)
+        rc, out, err = self.pg.engine.exec_run(self.container, ["sh", "-c", 'cat > "$1"', "sh", path],
+                                               input_bytes=text.encode("utf-8", "surrogateescape"))
+        if rc != 0:
+            raise RestoreError("writing %s in container '%s' failed: %s"
+                               % (path, self.container, err.strip() or out.strip()))
+        return path
 
     # -- staging inside the container ------------------------------------------
 
@@ -397,16 +485,12 @@ class PgRestore:
         piped into ``<engine> cp - CONTAINER:DIR``; its entries carry the uid and
         gid of the exec user so that the tools can read them (mode 0600/0700).
         """
-        if self._stages and not toc_only and self._stages[-1][1] == "full":
-            return self._stages[-1][2]
-        staging_dir = self.params["staging_dir"]
-        remote_dir = self._exec(["mktemp", "-d", posixpath.join(staging_dir, STAGE_PREFIX + "XXXXXXXXXX")],
-                                "creating a staging directory (mktemp -d)").strip()
-        if not remote_dir.startswith(posixpath.join(staging_dir, STAGE_PREFIX)):
-            raise RestoreError("mktemp in container '%s' answered an unexpected path: %r" % (self.container, remote_dir))
+        for _remote_dir, kind, path in self._stages:
+            if kind == "full" and not toc_only:
+                return path
         is_dir = os.path.isdir(self.src)
         name = "archive" if is_dir else "archive.dump"
-        self._stages.append((remote_dir, "toc" if toc_only else "full", posixpath.join(remote_dir, name)))
+        remote_dir = self._private_dir("toc" if toc_only else "full", name)
         uid, gid = self._ids()
 
         def owned(tarinfo):
@@ -435,6 +519,16 @@ class PgRestore:
         self.actions.append("staged the archive%s in container directory %s"
                             % (" table of contents" if toc_only else "", remote_dir))
         return posixpath.join(remote_dir, name)
+
+    def _private_dir(self, kind, name=None):
+        """A new ``mktemp -d`` directory under staging_dir in the container, removed by _cleanup_stages."""
+        staging_dir = self.params["staging_dir"]
+        remote_dir = self._exec(["mktemp", "-d", posixpath.join(staging_dir, STAGE_PREFIX + "XXXXXXXXXX")],
+                                "creating a staging directory (mktemp -d)").strip()
+        if not remote_dir.startswith(posixpath.join(staging_dir, STAGE_PREFIX)):
+            raise RestoreError("mktemp in container '%s' answered an unexpected path: %r" % (self.container, remote_dir))
+        self._stages.append((remote_dir, kind, posixpath.join(remote_dir, name) if name else None))
+        return remote_dir
 
     def _cleanup_stages(self):
         while self._stages:
@@ -512,9 +606,7 @@ class PgRestore:
                 self._apply_globals(plan)
             if kind in ("create", "replace"):
                 staging = _unique(STAGING_DB_PREFIX)
-                self._psql('CREATE DATABASE :"db" OWNER :"owner" TEMPLATE template0',
-                           variables={"db": staging, "owner": plan["owner"]})
-                self.actions.append("created staging database %s (owner %s)" % (staging, plan["owner"]))
+                self._create_staging(plan, staging)
             into = staging or self.database
             restore_started = time.monotonic()
             self._run_restore(plan, into)
@@ -522,6 +614,8 @@ class PgRestore:
             if p["analyze"]:
                 self._psql("ANALYZE", database=into)
                 self.actions.append("analyzed")
+            if staging and plan["properties"]["sql"] is not None:
+                self._apply_properties(plan, staging)
             if kind == "create":
                 self._psql('ALTER DATABASE :"staging" RENAME TO :"db"', variables={"staging": staging, "db": self.database})
                 renamed = True
@@ -545,6 +639,7 @@ class PgRestore:
         return {
             "changed": True,
             "actions": list(self.actions),
+            "database_properties": plan["properties"]["report"] if plan["properties"] else None,
             "tables": sorted(counts),
             "row_counts": counts,
             "rows_total": sum(value or 0 for value in counts.values()),
@@ -572,6 +667,42 @@ class PgRestore:
         self.actions.append("restored %s into %s (%s)" % (
             fmt, "staging database" if into != self.database else "'%s'" % self.database,
             "staged, %d job%s" % (plan["jobs"], "" if plan["jobs"] == 1 else "s") if plan["staged"] else "streamed"))
+
+    def _create_staging(self, plan, staging):
+        """CREATE DATABASE for the restore: the archive's encoding and locale options, else the target's defaults."""
+        options = (plan["properties"] or {}).get("options")
+        if options:
+            try:
+                self._psql(create_database_sql(staging, options, plan["owner"]))
+            except PgError as exc:
+                raise RestoreError("creating the database with the archive's %s failed in container '%s': %s. If the "
+                                   "target lacks that locale, create database '%s' (empty) with the encoding and locale "
+                                   "you want and restore into it (an empty database is restored in place)%s"
+                                   % (describe_options(options), self.container, str(exc).strip(), self.database,
+                                      failure_state(plan["kind"], self.database)))
+            self.actions.append("created staging database %s (owner %s, %s from the archive)"
+                                % (staging, plan["owner"], describe_options(options)))
+            return
+        self._psql('CREATE DATABASE :"db" OWNER :"owner" TEMPLATE template0',
+                   variables={"db": staging, "owner": plan["owner"]})
+        self.actions.append("created staging database %s (owner %s)" % (staging, plan["owner"]))
+
+    def _apply_properties(self, plan, staging):
+        """The archive's database-level statements, on the staging database (a rename carries them), all or none."""
+        props = plan["properties"]
+        _options, apply, _left_out = plan_properties(props["sql"], props["archive_name"], staging, props["known_roles"])
+        if not apply:
+            return
+        encoding = client_encoding(props["sql"])
+        script = "SET client_encoding = '%s';\n%s\n" % (encoding, "\n".join(apply))
+        command = ["psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-f", "-"]
+        rc, out, err = self.pg.exec_tool(command, input_bytes=script.encode("utf-8", "surrogateescape"))
+        if rc != 0:
+            raise RestoreError("applying the archive's database-level properties (owner, settings, grants, comment) "
+                               "failed: %s%s" % (self._redact(err.strip() or out.strip()),
+                                                 failure_state(plan["kind"], self.database)))
+        self.actions.append("applied %d database-level propert%s from the archive (owner, settings, grants, comment)"
+                            % (len(apply), "y" if len(apply) == 1 else "ies"))
 
     def _apply_globals(self, plan):
         script = plan["globals_script"]

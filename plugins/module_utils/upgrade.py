@@ -14,8 +14,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import binascii
 import json
 import os
+import re
 import time
 
 from ansible_collections.nl_biomero.database.plugins.module_utils import labels
@@ -30,6 +32,9 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade_plan i
     UpgradeError, aside_names, clone_problems, clone_spec, command_settings, compare_fingerprints, data_mounts,
     decide, disk_estimate, disk_problems, extension_names, image_major, missing_extensions, new_volume_name,
     old_container_name, recovery_plan, smoke_tables, upgrade_labels)
+from ansible_collections.nl_biomero.database.plugins.module_utils.db_properties import (
+    create_database_sql, property_statements)
+from ansible_collections.nl_biomero.database.plugins.module_utils.write_fence import WriteFence, unfenced
 
 SQL_DATABASES = ("SELECT datname, pg_database_size(datname), pg_get_userbyid(datdba) FROM pg_database "
                  "WHERE datallowconn AND NOT datistemplate ORDER BY 1")
@@ -50,6 +55,43 @@ SQL_ROLES = r"SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1"
 SQL_TABLESPACES = "SELECT spcname FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY 1"
 
 
+# Database-level properties of every database: owner, encoding and locale (to_jsonb: the columns differ
+# between majors), connection limit, ACL (exploded, defaults made explicit), comment, settings, and the
+# settings of roles in the database.
+SQL_DATABASE_PROPERTIES = r"""SELECT coalesce(json_object_agg(d.datname, json_build_object(
+    'owner', pg_get_userbyid(d.datdba), 'encoding', pg_encoding_to_char(d.encoding),
+    'locale_provider', to_jsonb(d)->>'datlocprovider', 'collate', d.datcollate, 'ctype', d.datctype,
+    'locale', coalesce(to_jsonb(d)->>'datlocale', to_jsonb(d)->>'daticulocale'),
+    'icu_rules', to_jsonb(d)->>'daticurules', 'connection_limit', d.datconnlimit,
+    'comment', shobj_description(d.oid, 'pg_database'),
+    'acl', (SELECT coalesce(json_agg(a.item ORDER BY a.item), '[]') FROM (
+        SELECT CASE WHEN e.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(e.grantee) END || '=' || e.privilege_type
+               || CASE WHEN e.is_grantable THEN '*' ELSE '' END || '/' || pg_get_userbyid(e.grantor) AS item
+        FROM aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) e) a),
+    'settings', coalesce((SELECT to_json(s.setconfig) FROM pg_db_role_setting s
+                          WHERE s.setdatabase = d.oid AND s.setrole = 0), '[]'),
+    'role_settings', (SELECT coalesce(json_object_agg(pg_get_userbyid(s.setrole), s.setconfig), '{}')
+                      FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole <> 0))), '{}')::text
+  FROM pg_database d"""
+# Roles (without the predefined pg_*): attributes, settings, memberships, comment and a digest of the
+# password hash (%s: the digest expression; the hash itself never leaves the server).
+SQL_ROLE_PROPERTIES = r"""SELECT coalesce(json_object_agg(r.rolname, json_build_object(
+    'attributes', json_build_object('superuser', r.rolsuper, 'inherit', r.rolinherit,
+        'createrole', r.rolcreaterole, 'createdb', r.rolcreatedb, 'login', r.rolcanlogin,
+        'replication', r.rolreplication, 'bypassrls', r.rolbypassrls, 'connection_limit', r.rolconnlimit,
+        'valid_until', (r.rolvaliduntil AT TIME ZONE 'UTC')::text),
+    'settings', coalesce((SELECT to_json(s.setconfig) FROM pg_db_role_setting s
+                          WHERE s.setrole = r.oid AND s.setdatabase = 0), '[]'),
+    'member_of', (SELECT coalesce(jsonb_agg(DISTINCT jsonb_build_array(pg_get_userbyid(m.roleid), m.admin_option)),
+                                  '[]') FROM pg_auth_members m WHERE m.member = r.oid),
+    'comment', shobj_description(r.oid, 'pg_authid'), 'bootstrap', r.oid = 10,
+    'password', %s)), '{}')::text
+  FROM pg_roles r WHERE r.rolname !~ '^pg_'"""
+SQL_PASSWORD_DIGEST = (r"(SELECT encode(sha256(convert_to('%s' || a.rolpassword, 'UTF8')), 'hex') "
+                       r"FROM pg_authid a WHERE a.oid = r.oid)")
+_SALT = re.compile(r"^[0-9a-f]{16,64}$")
+
+
 def _smoke_sql(table):
     # ``table`` is one of the constants in SMOKE_TABLES: a plain lower-case identifier.
     return ("SELECT CASE WHEN to_regclass('%s') IS NULL THEN NULL ELSE "
@@ -57,10 +99,36 @@ def _smoke_sql(table):
             "END" % (table, table))
 
 
-def fingerprint(pg, databases=None, kind="auto"):
-    """Row counts, sequence values and smoke counts per database, and the roles, of a PgContainer."""
+def database_properties(pg):
+    """{database: properties} of every database; settings as they were before a write fence, and whether one is up."""
+    properties = json.loads(pg.scalar(SQL_DATABASE_PROPERTIES))
+    for name, item in properties.items():
+        item["settings"], item["write_fence"] = unfenced(name, item["settings"])
+        item["role_settings"] = dict((role, sorted(values)) for role, values in item["role_settings"].items())
+    return properties
+
+
+def role_properties(pg, salt):
+    """{role: properties}; ``password`` is sha256(salt + hash) when the login user may read pg_authid, else None."""
+    if not _SALT.match(salt or ""):
+        raise UpgradeError("password_salt %r is not 16 to 64 lower-case hex digits" % (salt,))
+    superuser = pg.scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user") == "t"
+    roles = json.loads(pg.scalar(SQL_ROLE_PROPERTIES % (SQL_PASSWORD_DIGEST % salt if superuser else "NULL")))
+    for item in roles.values():
+        item["settings"] = sorted(item["settings"])
+    return roles, superuser
+
+
+def fingerprint(pg, databases=None, kind="auto", salt=None):
+    """What an upgrade must keep, of a PgContainer: per database row counts, sequence values, smoke counts and
+    database-level properties; the roles with their attributes, settings, memberships and password digests.
+
+    ``salt`` (hex) salts the password digests: a comparison uses the salt of the fingerprint it compares to.
+    """
     if not databases:
         databases = [row[0] for row in pg.query(SQL_DATABASES)]
+    salt = salt or binascii.hexlify(os.urandom(16)).decode("ascii")
+    properties = database_properties(pg)
     result = {"server_version": pg.server_version(), "databases": {}, "roles": []}
     for database in databases:
         smoke = {}
@@ -68,12 +136,17 @@ def fingerprint(pg, databases=None, kind="auto"):
             value = pg.scalar(_smoke_sql(table), database=database)
             if value not in (None, ""):
                 smoke[table] = int(value)
+        item = properties.get(database) or {}
         result["databases"][database] = {
             "tables": pg.table_row_counts(database),
             "sequences": pg.sequence_values(database),
             "smoke": smoke,
+            "write_fence": item.pop("write_fence", False),
+            "properties": item,
         }
     result["roles"] = [row[0] for row in pg.query(SQL_ROLES)]
+    result["role_properties"], result["passwords_compared"] = role_properties(pg, salt)
+    result["password_salt"] = salt
     return result
 
 
@@ -271,13 +344,55 @@ class Pipe:
             raise UpgradeError("restoring the globals into %s failed: %s" % (self.target.container, err.strip()))
         return report
 
-    def copy_database(self, database, owner=None, maintenance_work_mem=None):
-        """Stream one database; creates it in the target (owned by ``owner``) unless it exists and is empty."""
-        if database not in self.target.databases():
-            rc, out, err = self.target.exec_tool(["createdb", "--template=template0"]
-                                                 + (["--owner=" + owner] if owner else []) + ["--", database])
+    def source_properties(self, database):
+        """(CREATE DATABASE options, [statements]) of the database object in the source (db_properties).
+
+        ``pg_dump --create --schema-only`` with every schema excluded prints the
+        database's own entries (and little else); db_properties keeps only those.
+        """
+        rc, out, err = self.source.exec_tool(["pg_dump", "--create", "--schema-only", "--exclude-schema=*",
+                                              "--no-password", "--dbname=" + conninfo_dbname(database)])
+        if rc != 0:
+            raise UpgradeError("reading the properties of database %s in %s failed: %s"
+                               % (database, self.source.container, err.strip()))
+        return property_statements(out, database, database)
+
+    def _create(self, database, options, owner):
+        if database in self.target.databases():
+            return
+        rc, out, err = self.target.exec_tool(psql_script_argv("postgres"),
+                                             input_bytes=create_database_sql(database, options, owner).encode("utf-8"))
+        if rc != 0:
+            raise UpgradeError("creating database %s in %s failed: %s" % (database, self.target.container, err.strip()))
+
+    def _apply(self, database, statements):
+        """The database's properties, in one transaction, once its data is in (settings of its extensions work)."""
+        if statements:
+            script = "SET standard_conforming_strings = on;\n" + "\n".join(statements) + "\n"
+            rc, out, err = self.target.exec_tool(psql_script_argv("postgres", single_transaction=True),
+                                                 input_bytes=script.encode("utf-8"))
             if rc != 0:
-                raise UpgradeError("createdb %s in %s failed: %s" % (database, self.target.container, err.strip()))
+                raise UpgradeError("setting the properties of database %s in %s failed: %s"
+                                   % (database, self.target.container, err.strip()))
+        # A write fence of the source travels with its settings: never into the new cluster.
+        WriteFence(self.target).off([database])
+        return len(statements)
+
+    def copy_properties(self, database, owner=None):
+        """The properties of a database without data to move: created with the source's encoding and locale when
+        missing (an empty one), applied to it when present (one another tool restored in place)."""
+        options, statements = self.source_properties(database)
+        self._create(database, options, owner)
+        return {"database": database, "bytes": 0, "seconds": 0, "properties": self._apply(database, statements)}
+
+    def copy_database(self, database, owner=None, maintenance_work_mem=None):
+        """Stream one database; creates it in the target (owned by ``owner``) unless it exists and is empty.
+
+        Its properties (owner, encoding and locale, connection limit, ACL,
+        comment, settings, settings of roles in it) are applied after the data.
+        """
+        options, statements = self.source_properties(database)
+        self._create(database, options, owner)
         src_env = self.source.env(database)
         dst_env = self.target.env(database)
         dst_env["PGOPTIONS"] = session_options(maintenance_work_mem)
@@ -295,7 +410,9 @@ class Pipe:
             raise UpgradeError("pg_restore of %s into %s failed (exit %s): %s" % (
                 database, self.target.container, restore.rc, restore.stderr[-2000:]))
         self.target.query("ANALYZE", database=database)
-        return {"database": database, "bytes": dump.bytes, "seconds": round(time.time() - started, 2)}
+        applied = self._apply(database, statements)
+        return {"database": database, "bytes": dump.bytes, "seconds": round(time.time() - started, 2),
+                "properties": applied}
 
 
 # ---------------------------------------------------------------------------
@@ -323,7 +440,7 @@ def fingerprint_result(container, engine="auto", login_user=None, login_password
         pg = PgContainer(container, engine, login_user, login_password)
         if not databases and compare_to:
             databases = sorted((compare_to.get("databases") or {}).keys())
-        taken = fingerprint(pg, databases, kind)
+        taken = fingerprint(pg, databases, kind, (compare_to or {}).get("password_salt"))
     except NlbError as exc:
         raise UpgradeError("fingerprint of %s failed: %s" % (container, exc))
     differences = compare_fingerprints(compare_to, taken) if compare_to else []
@@ -336,13 +453,15 @@ def fingerprint_result(container, engine="auto", login_user=None, login_password
 
 
 def pipe_result(container, target_container, databases, engine="auto", login_user=None, login_password=None,
-                owners=None, globals=True, maintenance_work_mem=None):
-    """pg_upgrade_pipe: globals, then each database streamed from ``container`` into ``target_container``."""
+                owners=None, globals=True, maintenance_work_mem=None, properties_only=None):
+    """pg_upgrade_pipe: globals, then each database streamed from ``container`` into ``target_container``,
+    then only the properties of ``properties_only`` (created without data when missing)."""
     source = PgContainer(container, engine, login_user, login_password)
     target = PgContainer(target_container, engine, login_user, login_password)
     mover = Pipe(source, target)
     report = mover.copy_globals() if globals else {}
     moved = [mover.copy_database(db, (owners or {}).get(db), maintenance_work_mem) for db in databases]
+    moved += [mover.copy_properties(db, (owners or {}).get(db)) for db in properties_only or []]
     return {"changed": True, "databases": moved, "bytes": sum(item["bytes"] for item in moved), "globals": report}
 
 

@@ -576,8 +576,8 @@ def recovery_plan(name, current, aside, staging, volumes, journal=None, rollback
     before_swap, set_aside, new_created, new_started, finished), ``old_name``, and the actions:
     ``remove`` (containers, staging first), ``rename`` (old_name back to name), ``start``,
     ``volumes`` (the new volume, removable: no container keeps using it), ``clients`` (to start
-    again); ``problems`` when the old instance cannot be brought back; ``old_volume`` and
-    ``new_volume`` for the report.
+    again); ``problems`` when the old instance cannot be brought back; ``old_volume``,
+    ``new_volume`` and ``running`` (the container called ``name`` runs now) for the report.
     """
     journal = journal or {}
     made = ((current or {}).get("Config") or {}).get("Labels") or {}
@@ -588,7 +588,7 @@ def recovery_plan(name, current, aside, staging, volumes, journal=None, rollback
     new_volume = journal.get("new_volume") or (made.get(labels.UPGRADE_VOLUME) if new_made else None)
     plan = {"state": "clean", "step": "none", "old_name": old_name, "remove": sorted(staging), "rename": False,
             "start": False, "volumes": [], "clients": list(journal.get("clients") or []), "problems": [],
-            "new_volume": new_volume,
+            "new_volume": new_volume, "running": _running(current),
             "old_volume": journal.get("old_volume") or (made.get(labels.UPGRADE_PREVIOUS_VOLUME) if new_made else None)}
     if current is not None and not new_made:
         # The old container still has its name: stopped at most.
@@ -628,6 +628,9 @@ def compare_fingerprints(before, after):
     Row counts and sequence values must be equal per database; every role of
     ``before`` must exist in ``after`` (the new cluster may have more, e.g. the
     newer major's predefined roles); smoke query results must be equal.
+    Database-level properties and, per role of ``before``, its attributes,
+    settings, memberships, comment and password digest must be equal (when
+    both fingerprints have them), and a write fence must be up in both or in neither.
     """
     differences = []
     before_dbs = before.get("databases") or {}
@@ -641,9 +644,38 @@ def compare_fingerprints(before, after):
         differences += _compare_maps("%s: sequence" % database, old.get("sequences") or {},
                                      new.get("sequences") or {})
         differences += _compare_maps("%s: smoke query on" % database, old.get("smoke") or {}, new.get("smoke") or {})
+        if "properties" in old and "properties" in new:
+            differences += _compare_maps("%s: database property" % database, old["properties"], new["properties"])
+        if bool(old.get("write_fence")) != bool(new.get("write_fence")):
+            differences.append("%s: the write fence (nl_biomero.write_fence) is %s before, %s after" % (
+                database, "up" if old.get("write_fence") else "down", "up" if new.get("write_fence") else "down"))
     missing_roles = sorted(set(before.get("roles") or []) - set(after.get("roles") or []))
     if missing_roles:
         differences.append("roles missing: %s" % ", ".join(missing_roles))
+    differences += _compare_roles(before, after)
+    return differences
+
+
+def _compare_roles(before, after):
+    """Role attributes, settings, memberships and comments; password digests compared, never shown.
+
+    The bootstrap superuser's password is not compared: the new cluster's
+    image sets it from the same environment, with a new salt.
+    """
+    old_roles, new_roles = before.get("role_properties"), after.get("role_properties")
+    if old_roles is None or new_roles is None:
+        return []
+    passwords = bool(before.get("passwords_compared") and after.get("passwords_compared")
+                     and before.get("password_salt") == after.get("password_salt"))
+    differences = []
+    for role in sorted(set(old_roles) & set(new_roles)):
+        old, new = dict(old_roles[role]), dict(new_roles[role])
+        old_password, new_password = old.pop("password", None), new.pop("password", None)
+        differences += _compare_maps("role %s:" % role, old, new)
+        if passwords and not old.get("bootstrap") and old_password != new_password:
+            differences.append("role %s: the password hash %s" % (
+                role, "is missing after" if new_password is None else
+                ("is new after" if old_password is None else "differs")))
     return differences
 
 

@@ -105,6 +105,14 @@ options:
         type: list
         elements: str
         default: []
+      verify:
+        description:
+          - How the dump is read back before it counts (O(nl_biomero.database.pg_dump_container#module:verify)).
+          - V(full) reads the whole archive in the container (a cut archive fails), V(toc) only its table of
+            contents.
+        type: str
+        choices: [full, toc, none]
+        default: full
   paths:
     description: Host folders (or files) archived into the set as C(<name>.tar.gz), e.g. the Metabase folder.
     type: list

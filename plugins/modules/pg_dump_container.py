@@ -75,7 +75,7 @@ options:
         at a similar size), V(gzip) below; V(none) for V(tar) (pg_dump cannot compress it) and V(plain)
         (kept readable).
       - Methods the container's pg_dump lacks are refused (lz4 and zstd need pg_dump 16 or newer).
-      - V(plain) compressed with lz4 or zstd needs O(verify=false) (it cannot be read back here).
+      - V(plain) compressed with lz4 or zstd needs O(verify=none) (it cannot be read back here).
     type: str
     default: auto
   globals:
@@ -93,14 +93,25 @@ options:
     default: []
   verify:
     description:
-      - Read the dump back before it gets its final name.
-      - V(custom) and V(tar) are piped into C(pg_restore --list) in the same container (its table of
-        contents must be readable; a tar archive must also be complete). V(directory) runs
-        C(pg_restore --list) on the staged copy in the container and checks the copied files and sizes.
-        V(plain) must end with pg_dump's completion comment.
+      - How the dump is read back before it gets its final name; the manifest records which
+        (C(verification_level)) and what was read (C(verification)).
+      - V(toc) reads the table of contents. V(custom) and V(tar) are piped into C(pg_restore --list) in the
+        same container (a tar archive must also be complete); V(directory) runs C(pg_restore --list) on the
+        staged copy in the container and checks the copied files and sizes. The table of contents sits at the
+        start of the archive, so a dump cut short after it still passes.
+      - V(full) also reads the whole archive with the container's C(pg_restore -f /dev/null) (streamed into
+        the exec for V(custom) and V(tar), on the staged copy for V(directory)); every entry and data block is
+        read and decompressed as a restore would, so a dump cut short or with a damaged block fails. It costs
+        a second read of the archive and the CPU of decompressing it. For V(directory) the zstd and lz4 data
+        files of the copy on the host are also walked frame by frame (C(pg_restore) 16 and 17 read such a
+        file cut short without an error).
+      - V(plain) must end with pg_dump's completion comment at either level (a gzip script is decompressed
+        whole for that).
+      - V(none) does not read the dump back. The boolean values of earlier versions still work (V(true) is
+        V(toc), V(false) is V(none)).
       - In every case the exit status of C(pg_dump) is checked and the sha256 computed.
-    type: bool
-    default: true
+    type: raw
+    default: toc
   mode:
     description:
       - Permissions of the dump, its manifest and globals file, as an octal string (quote it in YAML).
@@ -139,12 +150,13 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Back up the OMERO database into /backups/omero (default name, custom format, zstd on 16+)
+- name: Back up the OMERO database into /backups/omero (default name, custom format, zstd on 16+), read it all back
   nl_biomero.database.pg_dump_container:
     container: database
     database: omero
     dest_dir: /backups/omero
     globals: true
+    verify: full
   register: omero_dump
 
 - name: Parallel directory-format dump of the BIOMERO database
@@ -242,10 +254,20 @@ dump_duration_s:
   type: float
   sample: 4.9
 verified:
-  description: Whether the dump was read back (O(verify)).
+  description: Whether the dump was read back (O(verify) not V(none)).
   returned: success and not check mode
   type: bool
   sample: true
+verification_level:
+  description: How the dump is (in check mode, would be) read back, from O(verify), V(toc), V(full) or V(none).
+  returned: always
+  type: str
+  sample: full
+verification:
+  description: What the read-back checked, in words (null without it); also in the manifest.
+  returned: success and not check mode
+  type: str
+  sample: pg_restore --list in the container read 412 entries; pg_restore read every entry and data block of the archive (full read to /dev/null)
 toc_entries:
   description: Entries pg_restore read from the table of contents, null for V(plain) or without O(verify).
   returned: success and not check mode
@@ -291,7 +313,7 @@ def main():
             compress=dict(type="str", default="auto"),
             globals=dict(type="bool", default=False),
             exclude_table_data=dict(type="list", elements="str", default=[]),
-            verify=dict(type="bool", default=True),
+            verify=dict(type="raw", default="toc"),
             mode=dict(type="raw", default="0600"),
             force=dict(type="bool", default=False),
         ),

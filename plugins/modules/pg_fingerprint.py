@@ -17,9 +17,18 @@ description:
     sequence values of each database, the smoke query of the instance kind (OMERO C(SELECT count(*) FROM job),
     BIOMERO the importer table C(imports) and C(workflowtracker_events), each when the table exists) and the
     roles (without the predefined C(pg_*) roles).
-  - With O(compare_to) (an earlier RV(fingerprint)), lists the differences; row counts, sequences and smoke
-    counts must be equal, every earlier role must exist. The task fails on a difference unless
-    O(fail_on_difference=false).
+  - Also the database-level properties of each database (owner, encoding, locale provider and locales,
+    connection limit, ACL, comment, C(ALTER DATABASE ... SET) settings, settings of roles in the database) and,
+    per role, its attributes, settings, memberships, comment and a digest of its password hash
+    (sha256 of a random salt and the hash, computed in the server; the hash itself is never read out, and the
+    digests are only there when O(login_user) is a superuser).
+  - Settings that a write fence (M(nl_biomero.database.pg_write_fence)) put on a database are reported as they
+    were before the fence, and C(write_fence) says that one is up.
+  - With O(compare_to) (an earlier RV(fingerprint)), lists the differences; row counts, sequences, smoke
+    counts and database properties must be equal, every earlier role must exist with the same attributes,
+    settings, memberships and password (the digest is taken with the salt of O(compare_to); the bootstrap
+    superuser's password is not compared, the image sets it anew), and no database may be write-fenced.
+    The task fails on a difference unless O(fail_on_difference=false).
 author:
   - NL-BIOMERO database maintainers (@NL-BIOMERO)
 extends_documentation_fragment:
@@ -73,7 +82,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 fingerprint:
-  description: C(server_version), C(databases) (per database C(tables), C(sequences), C(smoke)) and C(roles).
+  description: C(server_version), C(databases) (per database C(tables), C(sequences), C(smoke), C(properties),
+    C(write_fence)), C(roles), C(role_properties), C(passwords_compared) and C(password_salt).
   returned: success
   type: dict
 differences:

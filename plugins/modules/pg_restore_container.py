@@ -28,6 +28,20 @@ description:
     renamed to O(database) once C(pg_restore --exit-on-error) and C(ANALYZE) succeeded. If anything fails,
     the temporary database is dropped, so no half-restored database ever carries the final name and an
     existing database (O(if_exists=replace)) is untouched.
+  - A database the module creates (a new one, or the copy that O(if_exists=replace) swaps in) gets the
+    database-level properties the archive records for its database. C(pg_restore --create) of the archive's
+    own database entries prints them; a quote-aware reader keeps only statements about that database. It is
+    created with the source's encoding and locale options (C(ENCODING), C(LOCALE_PROVIDER), C(LOCALE),
+    C(LC_COLLATE), C(LC_CTYPE), C(ICU_LOCALE), C(ICU_RULES), C(BUILTIN_LOCALE)), and once restored and
+    analyzed, still under its temporary name, it gets the owner, connection limit, C(ALTER DATABASE ... SET)
+    settings, C(ALTER ROLE ... IN DATABASE ... SET) settings, C(GRANT)/C(REVOKE) on the database and its
+    comment, in one transaction. They belong to the database object, so the rename carries them; a failure
+    there drops the temporary database like any other and leaves an existing one untouched.
+  - Property statements that name a role the target lacks (and O(globals) does not create) are left out,
+    reported in RV(database_properties.left_out) and as a warning; the restore goes on. A plain SQL script,
+    or an archive without a C(DATABASE) entry (a data-only dump), records no properties; the database is then
+    created with the target's defaults as before, and RV(database_properties.note) says so. An existing
+    database restored in place (empty, or O(if_exists=clean)) keeps its own properties.
   - custom, tar and plain archives are streamed from the file on the managed host into the exec's standard
     input; nothing is written inside the container and memory use does not grow with the archive.
     C(pg_restore) reads a directory archive only from a directory, and a parallel restore (O(jobs) > 1)
@@ -67,8 +81,8 @@ options:
     type: int
   owner:
     description:
-      - Owner of a database the module creates. Default is the owner of the database being replaced, or
-        O(login_user).
+      - Owner of a database the module creates. Default is the owner the archive records for its database
+        (when that role exists in the target), else the owner of the database being replaced, or O(login_user).
       - With O(no_owner=true), C(pg_restore) also runs as this role (C(--role)), so every restored object,
         large objects included, belongs to it. This is how a dump from another cluster (whose roles do not
         exist here) is adopted by the application role of this one.
@@ -93,12 +107,19 @@ options:
         M(nl_biomero.database.pg_dump_container) wrote beside the archive (C(globals_file) of the manifest,
         else C(<src>.globals.sql); the output of C(pg_dumpall --globals-only)). Its sha256 is checked
         against the manifest when O(verify_checksum) applies.
-      - Roles and tablespaces that already exist in the target are left exactly as they are (their
-        C(CREATE), C(ALTER) and C(COMMENT) statements are skipped). Running them would fail with
-        C(role already exists) for the cluster superuser, or worse, reset its password and attributes
-        to those of the source cluster. Missing roles are created with their attributes and passwords,
-        and role memberships are granted. The script then runs with C(ON_ERROR_STOP), so any other error
-        fails the task (roles created before the error remain; roles are cluster-wide).
+      - The file comes from the source cluster, where any login role can put text of its choosing into it
+        (its own settings, comments). So it is never rewritten line by line; a quote-aware reader splits it
+        into statements, and only statements of known shapes are kept, verbatim, and only about roles and
+        tablespaces the target lacks (C(CREATE ROLE), C(ALTER ROLE ... WITH|SET|RESET), C(COMMENT ON ROLE),
+        memberships and parameter grants whose grantee is a role created here, C(CREATE|ALTER|COMMENT ON
+        TABLESPACE), and the session C(SET)s of C(pg_dumpall)). Everything else (other statements, psql
+        meta-commands such as C(\restrict)) is left out and counted in RV(globals.statements_left_out).
+      - Roles and tablespaces that already exist in the target are left exactly as they are and gain no
+        membership. Running their statements would fail with C(role already exists) for the cluster
+        superuser, or worse, reset its password and attributes to those of the source cluster. Missing
+        roles are created with their attributes and password hashes. The script runs with
+        C(ON_ERROR_STOP), so any error fails the task (roles created before the error remain; roles are
+        cluster-wide).
       - The result's RV(globals) lists the roles created and left alone.
     type: bool
     default: false
@@ -114,8 +135,8 @@ options:
       - V(replace) restores into a new database under a temporary name and, only when that succeeded,
         refuses new connections to the existing one, terminates its sessions, renames it aside, gives the
         new one its name and drops the old one. Until the swap the old database is untouched; a failed
-        restore leaves it as it was. Needs room for both copies. Database-level settings and grants of the
-        old database are not carried over.
+        restore leaves it as it was. Needs room for both copies. The new database has the archive's
+        database-level properties (see the description), not those of the database it replaces.
       - V(clean) restores in place with C(pg_restore --clean --if-exists), dropping the archive's objects
         before re-creating them; objects that are not in the archive stay. A failed restore leaves the
         database partly restored unless O(single_transaction=true). Not possible for a plain SQL script.
@@ -167,7 +188,8 @@ attributes:
     description: Can run in check_mode and return changed status prediction without modifying target.
     details:
       - Runs every check (checksum, archive header and versions, C(pg_restore --list) in the target
-        container, roles, target state) and returns the RV(actions) it would take.
+        container, roles, target state) and returns the RV(actions) it would take, with the database-level
+        properties it would apply and leave out (RV(database_properties)).
       - For a directory archive only its C(toc.dat) is copied into a temporary directory in the container
         to be listed there, and removed again. The database is not touched.
       - The checks are read-only, so check mode gives the same answer each time it runs.
@@ -342,6 +364,38 @@ globals:
       description: Tablespaces that existed and were left untouched.
       type: list
       elements: str
+    statements_left_out:
+      description:
+        - Statements of the file that were not run because they are not one of the kept shapes, named by
+          their first keywords (never their text), for example C(psql meta-command) or C(SELECT).
+      type: list
+      elements: str
+database_properties:
+  description:
+    - The archive's database-level properties for a database the module creates (V(create) and V(replace)
+      plans; C(null) for the others). In check mode, what would be applied.
+  returned: success
+  type: dict
+  contains:
+    source:
+      description: V(archive), or V(none) when the archive records no properties (see RV(database_properties.note)).
+      type: str
+    create_options:
+      description: The encoding and locale options the database is created with, as SQL values.
+      type: dict
+      sample: {ENCODING: "'UTF8'", LOCALE_PROVIDER: libc, LOCALE: "'en_US.utf8'"}
+    applied:
+      description: The statements applied (owner, connection limit, settings, grants, comment), with the final name.
+      type: list
+      elements: str
+      sample: ["ALTER DATABASE \"omero\" SET work_mem TO '12MB';"]
+    left_out:
+      description: Statements not applied because they name roles the target lacks, with those roles.
+      type: list
+      elements: dict
+    note:
+      description: Why the database got the target's defaults, or null.
+      type: str
 actions:
   description: The steps taken, or in check mode the steps that would be taken.
   returned: success

@@ -19,8 +19,16 @@ description:
     Nothing is written to disk and nothing is held in memory; the source volume is the safety copy.
   - First copies the roles and tablespaces the target lacks (C(pg_dumpall --globals-only), existing roles such as
     the target's superuser are left alone).
-  - A database missing in the target is created (C(template0), owner from O(owners)); an existing one must be empty
-    (as the one the image creates from E(POSTGRES_DB)). Each restored database is analyzed.
+  - A database missing in the target is created (C(template0), the source's encoding and locale, owner from
+    O(owners)); an existing one must be empty (as the one the image creates from E(POSTGRES_DB)). Each restored
+    database is analyzed.
+  - Then the database-level properties of each database are carried, in one transaction (read from
+    C(pg_dump --create --schema-only) of the source, only the database's own statements kept) - owner,
+    connection limit, ACL (for example C(REVOKE CONNECT ... FROM PUBLIC)), comment, C(ALTER DATABASE ... SET)
+    settings and C(ALTER ROLE ... IN DATABASE ... SET) settings. A write fence of the source
+    (M(nl_biomero.database.pg_write_fence)) that came with them is lifted in the target.
+  - O(properties_only) get only their properties from the source (created the same way, without data, when the
+    target lacks them) - databases without objects, or databases another tool restored in place.
   - Fails with the tool's error output on the first database that fails; what was restored stays in the target
     (the role discards the whole target on failure).
 author:
@@ -48,6 +56,13 @@ options:
   maintenance_work_mem:
     description: C(maintenance_work_mem) of the restoring session (index builds).
     type: str
+  properties_only:
+    description:
+      - Databases whose database-level properties only are carried, after O(databases); one the target lacks is
+        created without data. Applying them again to a database that has them changes nothing.
+    type: list
+    elements: str
+    default: []
 attributes:
   check_mode:
     support: none
@@ -61,6 +76,7 @@ attributes:
 seealso:
   - module: nl_biomero.database.pg_dump_container
   - module: nl_biomero.database.pg_restore_container
+  - module: nl_biomero.database.pg_write_fence
 """
 
 EXAMPLES = r"""
@@ -73,7 +89,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 databases:
-  description: Per database, the bytes streamed and the seconds it took.
+  description: Per database (O(databases), then O(properties_only)), the bytes streamed, the seconds it took and
+    the number of C(properties) statements applied.
   returned: success
   type: list
   elements: dict
@@ -102,6 +119,7 @@ def main():
             owners=dict(type="dict", default={}),
             globals=dict(type="bool", default=True),
             maintenance_work_mem=dict(type="str"),
+            properties_only=dict(type="list", elements="str", default=[]),
         ),
         supports_check_mode=False,
     )

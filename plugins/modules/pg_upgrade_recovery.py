@@ -106,6 +106,10 @@ new_volume:
   description: The upgrade's new volume (from the journal or the new container's labels; null when unknown).
   returned: always
   type: str
+running:
+  description: Whether the container called O(container) runs now.
+  returned: always
+  type: bool
 journal:
   description: The journal (null when there is none).
   returned: always

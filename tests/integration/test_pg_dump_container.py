@@ -18,6 +18,10 @@ import pytest
 
 from harness import ENGINE, DbContainer, engine, run_module, unique
 
+from ansible_collections.nl_biomero.database.plugins.module_utils.dump import DumpError, verify_archive
+from ansible_collections.nl_biomero.database.plugins.module_utils.dump_rules import check_directory_frames
+from ansible_collections.nl_biomero.database.plugins.module_utils.engine import ContainerEngine
+
 MODULE = "nl_biomero.database.pg_dump_container"
 PASSWORD = "pw-Sekr1t'\"$x"
 PREFIX = "nlbtest-dump"
@@ -150,6 +154,7 @@ def check_manifest(result, server, fmt, mode=0o600):
     assert manifest["pg_dump_version"] == result["pg_dump_version"]
     assert manifest["compression"] == result["compression"]
     assert manifest["verified"] is True
+    assert manifest["verification_level"] == result["verification_level"] == "toc"
     assert manifest["file"] == os.path.basename(path)
     assert manifest["start_utc"].endswith("Z") and manifest["end_utc"] >= manifest["start_utc"]
     assert manifest["duration_s"] == result["duration_s"] > 0
@@ -460,3 +465,77 @@ def test_dump_killed_midway(pg17, tmp_path):
     assert PASSWORD not in seen and "pg_dump --format=c" in seen
     assert pg17.query("SELECT count(*) FROM big") == "600000"
     assert pg17.query("SELECT count(*) FROM s1.items") == "20000"
+
+
+# --------------------------------------------------------------------------
+# verify: toc | full
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("major", [15, 17])
+def test_full_verification_reads_good_dumps(servers, tmp_path, major):
+    server = servers[major]
+    cases = [("custom", "dump", {}), ("directory", "dir", {"jobs": 2}), ("tar", "tar", {}),
+             ("plain", "sql.gz", {"compress": "gzip"})]
+    for fmt, ext, extra in cases:
+        result = run_module(MODULE, dump_args(server, dest=str(tmp_path / ("full." + ext)), format=fmt,
+                                              verify="full", **extra))
+        assert_ok(result)
+        with open(result["manifest"]) as handle:
+            manifest = json.load(handle)
+        assert manifest["verified"] is True and manifest["verification_level"] == "full", (fmt, manifest)
+        assert result["verification_level"] == "full" and result["verification"] == manifest["verification"]
+        if fmt == "plain":
+            assert "the whole gzip stream read" in manifest["verification"]
+        else:
+            assert "full read to /dev/null" in manifest["verification"], manifest["verification"]
+            assert manifest["toc_entries"] > 0
+    assert staged_leftovers(server) == []
+
+
+def test_verify_keeps_its_boolean_values(pg17, tmp_path):
+    old_true = run_module(MODULE, dump_args(pg17, dest=str(tmp_path / "t.dump"), verify=True))
+    old_false = run_module(MODULE, dump_args(pg17, dest=str(tmp_path / "f.dump"), verify=False))
+    bad = run_module(MODULE, dump_args(pg17, dest=str(tmp_path / "b.dump"), verify="thorough"))
+    assert_ok(old_true)
+    assert_ok(old_false)
+    assert old_true["verification_level"] == "toc" and old_true["verified"] is True
+    assert "full read" not in old_true["verification"]
+    assert old_false["verification_level"] == "none" and old_false["verified"] is False
+    with open(old_false["manifest"]) as handle:
+        assert json.load(handle)["verification_level"] == "none"
+    assert bad.get("failed") and "verify 'thorough' is not accepted" in bad["msg"], bad
+    assert not os.path.exists(str(tmp_path / "b.dump"))
+
+
+@pytest.mark.parametrize("major", [15, 17])
+def test_an_archive_cut_to_60_percent_passes_toc_but_not_full(servers, tmp_path, major):
+    """The table of contents sits at the start: only the full read notices the missing data."""
+    server = servers[major]
+    result = run_module(MODULE, dump_args(server, dest=str(tmp_path / "good.dump")))
+    assert_ok(result)
+    with open(result["path"], "rb") as handle:
+        data = handle.read()
+    cut = tmp_path / "cut.dump"
+    cut.write_bytes(data[:int(len(data) * 0.6)])
+    engine_cli = ContainerEngine(ENGINE)
+    assert verify_archive(engine_cli, server.name, "toc", host_file=str(cut)) == result["toc_entries"] > 0
+    with pytest.raises(DumpError, match="cannot read the whole dump") as failed:
+        verify_archive(engine_cli, server.name, "full", host_file=str(cut))
+    assert "end of file" in str(failed.value) or "could not read" in str(failed.value), failed.value
+    assert verify_archive(engine_cli, server.name, "full", host_file=result["path"]) == result["toc_entries"]
+
+
+def test_a_cut_data_file_of_a_directory_dump_fails_full(pg17, tmp_path):
+    """pg_restore reads a zstd data file cut short to its end with exit status 0 (16, 17): the frames are checked too."""
+    result = run_module(MODULE, dump_args(pg17, dest=str(tmp_path / "d.dir"), format="directory", jobs=2,
+                                          verify="full"))
+    assert_ok(result)
+    assert "every frame of the" in result["verification"] and "zstd/lz4 data files" in result["verification"]
+    files = [os.path.join(result["path"], name) for name in os.listdir(result["path"]) if name.endswith(".zst")]
+    assert files, os.listdir(result["path"])
+    assert check_directory_frames(result["path"]) == len(files)
+    biggest = max(files, key=os.path.getsize)
+    with open(biggest, "r+b") as handle:
+        handle.truncate(int(os.path.getsize(biggest) * 0.6))
+    with pytest.raises(DumpError, match="cut short"):
+        check_directory_frames(result["path"])

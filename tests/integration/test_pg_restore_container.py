@@ -292,6 +292,12 @@ def test_round_trip_other_formats(cluster, round_trips, source_fp, case):
     assert result["format"] == fmt
     assert result["staged"] is False
     assert dataset.fingerprint(tgt, database) == source_fp(15)
+    properties = result["database_properties"]
+    if fmt == "plain":
+        # a plain script records no database-level properties: the target's defaults, and the result says so
+        assert properties["source"] == "none" and "plain SQL script" in properties["note"], properties
+    else:
+        assert properties["source"] == "archive" and properties["create_options"]["ENCODING"] == "'UTF8'", properties
 
 
 def test_replace_and_clean(cluster, round_trips, dumps, source_fp):

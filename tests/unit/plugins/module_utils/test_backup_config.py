@@ -59,8 +59,9 @@ def test_normalize_same_database_twice_with_names_and_retention():
     assert config["retention"]["keep_incomplete"] == 2  # the default cap on incomplete sets
 
 
-@pytest.mark.parametrize("value,expect", [(0, 0), (5, 5), (-1, "keep_incomplete must be a whole number of 0 or more; "
-                                                            "got -1"), ("two", "got 'two'")])
+@pytest.mark.parametrize("value,expect", [
+    (0, 0), (5, 5), (-1, "keep_incomplete must be a whole number of 0 or more; got -1"), ("two", "got 'two'"),
+])
 def test_retention_keep_incomplete(value, expect):
     raw = base(retention={"keep_last": 3, "keep_incomplete": value})
     if isinstance(expect, int):
@@ -243,3 +244,10 @@ def test_pg_backup_set_documentation_follows_the_schema():
     assert set(documented) == set(spec)
     for key, option in spec.items():
         _same_as_documented(option, documented[key], key)
+
+
+def test_sets_verify_whole_archives_by_default():
+    config = bc.normalize_config({"backup_dir": "/b", "databases": [{"container": "c", "database": "d"}]})
+    assert config["databases"][0]["verify"] == "full"
+    with pytest.raises(bc.NlbError, match="verify 'fast' is not one of full, toc, none"):
+        bc.normalize_config({"backup_dir": "/b", "databases": [{"container": "c", "database": "d", "verify": "fast"}]})

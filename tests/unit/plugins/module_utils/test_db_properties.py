@@ -5,7 +5,8 @@ import os
 import pytest
 
 from ansible_collections.nl_biomero.database.plugins.module_utils.db_properties import (
-    create_database_sql, database_entries, property_statements, quote_ident)
+    client_encoding, create_database_sql, database_entries, describe_options, is_database_entry, plan_properties, property_statements, quote_ident,
+    statement_roles)
 from ansible_collections.nl_biomero.database.plugins.module_utils.globals_sql import split_statements
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures")
@@ -68,3 +69,68 @@ def test_create_database_sql_takes_only_literals_and_plain_words():
 
 def test_quote_ident():
     assert quote_ident('a"b') == '"a""b"'
+
+
+@pytest.mark.parametrize("statement,roles", [
+    ('ALTER DATABASE "t" OWNER TO omero;', ["omero"]),
+    ('ALTER DATABASE "t" OWNER TO "Odd ""Owner""";', ['Odd "Owner"']),
+    ("COMMENT ON DATABASE \"t\" IS 'OWNER TO x';", []),
+    ('ALTER DATABASE "t" CONNECTION LIMIT = 50;', []),
+    ("ALTER DATABASE \"t\" SET search_path TO 'reader';", []),
+    ("ALTER ROLE \"x\nALTER ROLE plain SUPERUSER\" IN DATABASE \"t\" SET work_mem TO '1MB';",
+     ["x\nALTER ROLE plain SUPERUSER"]),
+    ('REVOKE CONNECT,TEMPORARY ON DATABASE "t" FROM PUBLIC;', []),
+    ('GRANT CONNECT ON DATABASE "t" TO reader;', ["reader"]),
+    ('GRANT CONNECT ON DATABASE "t" TO "x y", GROUP g, cascade, CURRENT_USER WITH GRANT OPTION GRANTED BY "o";',
+     ["x y", "g", "cascade", "o"]),
+    ('REVOKE GRANT OPTION FOR CONNECT ON DATABASE "t" FROM a, "b" CASCADE;', ["a", "b"]),
+])
+def test_statement_roles(statement, roles):
+    assert statement_roles(statement) == roles
+
+
+def test_plan_properties_leaves_out_statements_naming_missing_roles():
+    options, apply, left_out = plan_properties(_read("database_properties.sql"), "om ero", "t", ["postgres"])
+    assert options["ENCODING"] == "'UTF8'"
+    assert apply == [
+        'COMMENT ON DATABASE "t" IS \'OMERO\'\'s db\';',
+        'ALTER DATABASE "t" CONNECTION LIMIT = 50;',
+        'ALTER DATABASE "t" SET work_mem TO \'12MB\';',
+        'ALTER DATABASE "t" SET search_path TO \'$user\', \'public\', \'we\'\'ird\';',
+        'REVOKE CONNECT,TEMPORARY ON DATABASE "t" FROM PUBLIC;',
+        'GRANT TEMPORARY ON DATABASE "t" TO PUBLIC;',
+    ]
+    assert left_out == [('ALTER DATABASE "t" OWNER TO omero;', ["omero"]),
+                        ('ALTER ROLE reader IN DATABASE "t" SET statement_timeout TO \'5s\';', ["reader"]),
+                        ('GRANT CONNECT ON DATABASE "t" TO reader;', ["reader"])]
+    assert plan_properties(_read("database_properties.sql"), "om ero", "t", ["omero", "reader"])[2] == []
+
+
+@pytest.mark.parametrize("sql", [
+    "ALTER DATABASE a SET search_path TO :evil;",
+    "ALTER DATABASE a SET work_mem TO '1MB' \\gexec",
+])
+def test_psql_interpolation_is_never_kept(sql):
+    assert property_statements(sql, "a", "t")[1] == []
+
+
+def test_is_database_entry():
+    lines = _read("database_properties.list").splitlines()
+    assert [line for line in lines if is_database_entry(line)] == database_entries(lines)
+    assert not is_database_entry("3423; 2615 2200 SCHEMA - public pg_database_owner")
+
+
+@pytest.mark.parametrize("sql,encoding", [
+    (None, "UTF8"),
+    ("SET client_encoding = 'LATIN1';\nCREATE DATABASE a;", "LATIN1"),
+    ("SET client_encoding TO 'EUC_JP';", "EUC_JP"),
+    ("SET client_encoding = 'x'';DROP';", "UTF8"),
+    ("COMMENT ON DATABASE a IS 'SET client_encoding = ''LATIN1''';", "UTF8"),
+])
+def test_client_encoding(sql, encoding):
+    assert client_encoding(sql if sql is not None else _read("database_properties.sql")) == encoding
+
+
+def test_describe_options_in_create_database_order():
+    options = {"LOCALE": "'C.UTF-8'", "ENCODING": "'UTF8'", "LOCALE_PROVIDER": "libc"}
+    assert describe_options(options) == "ENCODING = 'UTF8' LOCALE_PROVIDER = libc LOCALE = 'C.UTF-8'"

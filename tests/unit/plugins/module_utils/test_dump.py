@@ -128,6 +128,7 @@ def test_copy_out_fails_on_exit_status(tmp_path):
     (dict(dest="/x", dest_dir="/y"), "exactly one of dest and dest_dir"),
     (dict(), "exactly one of dest and dest_dir"),
     (dict(dest="/x", mode="0400"), "would not let the owner"),
+    (dict(dest="/x", verify="quick"), "verify 'quick' is not accepted"),
 ])
 def test_pgdump_option_errors_before_any_command(kwargs, message):
     with pytest.raises(DumpError, match=message):
@@ -159,3 +160,9 @@ def test_check_destination(tmp_path):
         (tmp_path / "a.dump.manifest.json").unlink()
         (tmp_path / "a.dump.globals.sql").write_text("")
         PgDump("c", "db", dest=str(target), globals=True)._check_destination(str(target))
+
+
+@pytest.mark.parametrize("verify,level", [(True, "toc"), (False, "none"), ("full", "full"), ("toc", "toc")])
+def test_pgdump_verify_levels(verify, level):
+    assert PgDump("c", "db", dest="/x", verify=verify).verify == level
+    assert PgDump("c", "db", dest="/x").verify == "toc"

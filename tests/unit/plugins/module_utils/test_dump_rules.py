@@ -240,3 +240,66 @@ def test_check_plain_incomplete(tmp_path):
     gz.write_bytes(gzip.compress(PLAIN)[:-12])
     with pytest.raises(DumpError, match="cannot be read back|incomplete"):
         dump_rules.check_plain_complete(str(gz), "gzip")
+
+
+@pytest.mark.parametrize("value,level", [
+    (None, "toc"), ("toc", "toc"), ("full", "full"), ("none", "none"), ("FULL", "full"),
+    (True, "toc"), (False, "none"), ("true", "toc"), ("yes", "toc"), ("False", "none"), ("no", "none"),
+])
+def test_verify_level(value, level):
+    assert dump_rules.verify_level(value) == level
+
+
+@pytest.mark.parametrize("value", ["fast", "", 2, "toc,full"])
+def test_verify_level_refuses_naming_the_value_and_the_choices(value):
+    with pytest.raises(dump_rules.DumpError, match=r"verify '%s' is not accepted; use toc .* full .* none" % value):
+        dump_rules.verify_level(value)
+
+
+def test_verify_argv():
+    assert dump_rules.verify_argv("toc") == ["pg_restore", "--list"]
+    assert dump_rules.verify_argv("toc", "/tmp/nlb-dump.x/dump") == ["pg_restore", "--list", "/tmp/nlb-dump.x/dump"]
+    assert dump_rules.verify_argv("full") == ["pg_restore", "--file=/dev/null"]
+    assert dump_rules.verify_argv("full", "/s/dump") == ["pg_restore", "--file=/dev/null", "/s/dump"]
+
+
+# real data files of a pg_dump 17 directory archive (-Z zstd / -Z lz4): 300 rows, and an empty table
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures")
+
+
+@pytest.mark.parametrize("name", ["pg_dump_data.dat.zst", "pg_dump_empty.dat.zst", "pg_dump_data.dat.lz4",
+                                  "pg_dump_empty.dat.lz4"])
+def test_complete_frames_pass_and_every_cut_fails(tmp_path, name):
+    with open(os.path.join(FIXTURES, name), "rb") as handle:
+        data = handle.read()
+    whole = tmp_path / name
+    whole.write_bytes(data + data)  # two frames, as a file appended to would have
+    assert dump_rules.check_frames(str(whole)) == 2
+    for cut in sorted(set([1, 4, 5, 9, len(data) - 1, len(data) + 3, len(data) * 2 - 1, int(len(data) * 1.6)])):
+        part = tmp_path / ("cut" + name)
+        part.write_bytes((data + data)[:cut])
+        with pytest.raises(dump_rules.DumpError, match="cut short"):
+            dump_rules.check_frames(str(part))
+
+
+def test_frames_of_something_else_or_nothing(tmp_path):
+    other = tmp_path / "x.dat.zst"
+    other.write_bytes(b"\x1f\x8b\x08\x00" + b"\0" * 20)
+    with pytest.raises(dump_rules.DumpError, match="is not zstd data"):
+        dump_rules.check_frames(str(other))
+    empty = tmp_path / "y.dat.lz4"
+    empty.write_bytes(b"")
+    with pytest.raises(dump_rules.DumpError, match="is empty"):
+        dump_rules.check_frames(str(empty))
+
+
+def test_check_directory_frames(tmp_path):
+    for name in ("pg_dump_data.dat.zst", "pg_dump_empty.dat.lz4"):
+        with open(os.path.join(FIXTURES, name), "rb") as handle:
+            (tmp_path / name.replace("pg_dump_", "34")).write_bytes(handle.read())
+    (tmp_path / "toc.dat").write_bytes(b"PGDMP")
+    (tmp_path / "3400.dat.gz").write_bytes(b"\x1f\x8b")
+    assert dump_rules.check_directory_frames(str(tmp_path)) == 2
+    (tmp_path / "34data.dat.zst").write_bytes(b"(\xb5/\xfd\x00X)\x00\x00\\.")
+    with pytest.raises(DumpError, match="34data.dat.zst is cut short"):
+        dump_rules.check_directory_frames(str(tmp_path))

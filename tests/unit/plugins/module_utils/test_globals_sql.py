@@ -93,3 +93,76 @@ def test_tablespaces_and_roles_of_the_target(hostile):
 
 def test_globals_roles(hostile):
     assert globals_roles(hostile) == [EVIL, "plain", "postgres", SMUGGLER]
+
+
+# --------------------------------------------------------------------------
+# An ordinary pg_dumpall 17 script (the regex filter's old test, on the quote-aware reader)
+# --------------------------------------------------------------------------
+
+GLOBALS = '''--
+-- PostgreSQL database cluster dump
+--
+
+\\restrict KEY
+
+SET default_transaction_read_only = off;
+
+--
+-- Roles
+--
+
+CREATE ROLE app;
+ALTER ROLE app WITH SUPERUSER INHERIT CREATEROLE CREATEDB LOGIN REPLICATION BYPASSRLS PASSWORD 'SCRAM-SHA-256$4096:src';
+CREATE ROLE nlb_reader;
+ALTER ROLE nlb_reader WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB NOLOGIN NOREPLICATION NOBYPASSRLS;
+COMMENT ON ROLE nlb_reader IS 'read-only';
+CREATE ROLE "Odd ""Role""";
+ALTER ROLE "Odd ""Role""" WITH LOGIN PASSWORD 'SCRAM-SHA-256$4096:odd';
+COMMENT ON ROLE app IS 'the superuser';
+
+--
+-- User Configurations
+--
+
+ALTER ROLE app SET search_path TO 'omero';
+
+--
+-- Role memberships
+--
+
+GRANT nlb_reader TO "Odd ""Role""" WITH INHERIT TRUE GRANTED BY app;
+
+CREATE TABLESPACE fast OWNER app LOCATION '/ssd';
+CREATE TABLESPACE slow OWNER app LOCATION '/hdd';
+ALTER TABLESPACE fast SET (random_page_cost='1.1');
+
+\\unrestrict KEY
+'''
+
+
+def test_ordinary_globals_leave_existing_roles_alone():
+    script, report = filter_globals(GLOBALS, ["app", "postgres"], ["pg_default", "pg_global", "fast"])
+    assert report == {"roles_created": ["nlb_reader", 'Odd "Role"'], "roles_skipped": ["app"],
+                      "tablespaces_created": ["slow"], "tablespaces_skipped": ["fast"],
+                      "statements_left_out": ["psql meta-command", "psql meta-command"]}
+    # nothing of the existing superuser survives: no CREATE, no password/attribute reset, no settings
+    assert "ROLE app" not in script and "SCRAM-SHA-256$4096:src" not in script
+    assert "CREATE ROLE nlb_reader;" in script and "COMMENT ON ROLE nlb_reader" in script
+    assert 'ALTER ROLE "Odd ""Role""" WITH LOGIN PASSWORD \'SCRAM-SHA-256$4096:odd\';' in script
+    assert "GRANT nlb_reader TO" in script
+    assert "CREATE TABLESPACE slow" in script and "CREATE TABLESPACE fast" not in script
+    assert "ALTER TABLESPACE fast" not in script
+    # psql meta-commands are not run (the script runs in psql without them)
+    assert "\\restrict" not in script and "\\unrestrict" not in script
+
+
+def test_ordinary_globals_on_an_empty_cluster_keep_every_statement():
+    script, report = filter_globals(GLOBALS, [])
+    kept = [text for text, tokens in split_statements(GLOBALS) if tokens[0][0] != "meta"]
+    assert [text for text, _tokens in split_statements(script)] == kept
+    assert report["roles_created"] == ["app", "nlb_reader", 'Odd "Role"'] and report["roles_skipped"] == []
+    assert report["tablespaces_created"] == ["fast", "slow"]
+
+
+def test_ordinary_globals_roles():
+    assert globals_roles(GLOBALS) == ["app", "nlb_reader", 'Odd "Role"']

@@ -13,6 +13,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools impor
 # archive headers
 # --------------------------------------------------------------------------
 
+
 def _int(value, int_size=4):
     return bytes([1 if value < 0 else 0]) + abs(value).to_bytes(int_size, "little")
 
@@ -47,8 +48,8 @@ def test_header_of_a_17_custom_archive():
 
 @pytest.mark.parametrize("level,expected", [(-1, "gzip"), (0, "none"), (6, "gzip")])
 def test_header_of_a_15_archive_has_a_compression_level(level, expected):
-    info = pg_archive.parse_archive_header(make_header((1, 14, 0), fmt=3, compression=level, server="15.14",
-                                                    dump="15.14"))
+    header = make_header((1, 14, 0), fmt=3, compression=level, server="15.14", dump="15.14")
+    info = pg_archive.parse_archive_header(header)
     assert info["archive_version"] == "1.14-0"
     assert info["format"] == "tar"
     assert info["compression"] == expected
@@ -203,8 +204,8 @@ def test_versions_accepted(info, target, tool_version):
 
 def test_newer_dump_is_refused_naming_both_versions():
     with pytest.raises(RestoreError) as exc:
-        pg_archive.check_versions(_info("17.6 (Debian)", "17.6 (Debian)"), "omero-db", "15.14 (Debian)", "pg_restore",
-                               "15.14 (Debian)")
+        pg_archive.check_versions(_info("17.6 (Debian)", "17.6 (Debian)"), "omero-db", "15.14 (Debian)",
+                                  "pg_restore", "15.14 (Debian)")
     text = str(exc.value)
     assert "PostgreSQL 17.6" in text and "pg_dump 17.6" in text and "PostgreSQL 15.14" in text
     assert "pg_restore 15.14" in text and "'omero-db'" in text and "PostgreSQL 17 or newer" in text
@@ -254,84 +255,20 @@ def test_parse_toc_list():
     assert toc["header"]["Dump Version"] == "1.16-0"
     assert toc["header"]["Dumped by pg_dump version"].startswith("17.12")
     assert toc["missing_owners"] == ["omero"]
+    assert toc["database_entries"] == []
+
+
+def test_parse_toc_list_keeps_the_database_entries_apart():
+    """``--create --list`` adds the database's own entries: listed apart, not counted, their owner not checked."""
+    database = ("3419; 1262 16386 DATABASE - appdb dbowner\n3420; 0 0 COMMENT - DATABASE appdb dbowner\n"
+                "3421; 0 0 ACL - DATABASE appdb dbowner\n3422; 0 0 DATABASE PROPERTIES - appdb dbowner\n")
+    toc = pg_archive.parse_toc_list(io.StringIO(TOC + database), known_roles=["app", "my role"])
+    assert toc["entries"] == 10 and toc["missing_owners"] == ["omero"]
+    assert toc["database_entries"] == database.splitlines()
 
 
 def test_parse_toc_list_reports_every_unknown_owner():
     assert pg_archive.parse_toc_list(TOC.splitlines(), known_roles=["app"])["missing_owners"] == ["omero", "role"]
-
-
-# --------------------------------------------------------------------------
-# globals
-# --------------------------------------------------------------------------
-
-GLOBALS = '''--
--- PostgreSQL database cluster dump
---
-
-\\restrict KEY
-
-SET default_transaction_read_only = off;
-
---
--- Roles
---
-
-CREATE ROLE app;
-ALTER ROLE app WITH SUPERUSER INHERIT CREATEROLE CREATEDB LOGIN REPLICATION BYPASSRLS PASSWORD 'SCRAM-SHA-256$4096:src';
-CREATE ROLE nlb_reader;
-ALTER ROLE nlb_reader WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB NOLOGIN NOREPLICATION NOBYPASSRLS;
-COMMENT ON ROLE nlb_reader IS 'read-only';
-CREATE ROLE "Odd ""Role""";
-ALTER ROLE "Odd ""Role""" WITH LOGIN PASSWORD 'SCRAM-SHA-256$4096:odd';
-COMMENT ON ROLE app IS 'the superuser';
-
---
--- User Configurations
---
-
-ALTER ROLE app SET search_path TO 'omero';
-
---
--- Role memberships
---
-
-GRANT nlb_reader TO "Odd ""Role""" WITH INHERIT TRUE GRANTED BY app;
-
-CREATE TABLESPACE fast OWNER app LOCATION '/ssd';
-CREATE TABLESPACE slow OWNER app LOCATION '/hdd';
-ALTER TABLESPACE fast SET (random_page_cost='1.1');
-
-\\unrestrict KEY
-'''
-
-
-def test_filter_globals_leaves_existing_roles_alone():
-    script, report = pg_archive.filter_globals(GLOBALS, ["app", "postgres"], ["pg_default", "pg_global", "fast"])
-    assert report == {"roles_created": ["nlb_reader", 'Odd "Role"'], "roles_skipped": ["app"],
-                      "tablespaces_created": ["slow"], "tablespaces_skipped": ["fast"]}
-    # nothing of the existing superuser survives: no CREATE, no password/attribute reset, no settings
-    assert "ROLE app" not in script and "SCRAM-SHA-256$4096:src" not in script
-    assert "CREATE ROLE nlb_reader;" in script and "COMMENT ON ROLE nlb_reader" in script
-    assert 'ALTER ROLE "Odd ""Role""" WITH LOGIN' in script
-    assert "GRANT nlb_reader TO" in script
-    assert "CREATE TABLESPACE slow" in script and "CREATE TABLESPACE fast" not in script
-    assert "ALTER TABLESPACE fast" not in script
-    assert "\\restrict KEY" in script and "\\unrestrict KEY" in script
-
-
-def test_filter_globals_on_an_empty_cluster_changes_nothing():
-    script, report = pg_archive.filter_globals(GLOBALS, [])
-    assert script == GLOBALS
-    assert report["roles_created"] == ["app", "nlb_reader", 'Odd "Role"'] and report["roles_skipped"] == []
-
-
-def test_globals_roles():
-    assert pg_archive.globals_roles(GLOBALS) == ["app", "nlb_reader", 'Odd "Role"']
-
-
-@pytest.mark.parametrize("text,name", [("app", "app"), ('"My Role"', "My Role"), ('"a""b"', 'a"b')])
-def test_unquote_ident(text, name):
-    assert pg_archive.unquote_ident(text) == name
 
 
 # --------------------------------------------------------------------------
@@ -356,7 +293,7 @@ def test_pg_restore_argv_streamed():
 
 def test_pg_restore_argv_everything():
     argv = pg_archive.pg_restore_argv("omero", path="/tmp/nlb-pg_archive.x/archive", jobs=4, no_owner=True,
-                                   no_privileges=True, clean=True, role="omero_app")
+                                      no_privileges=True, clean=True, role="omero_app")
     assert argv == ["pg_restore", "--exit-on-error", "--no-password", "--dbname=dbname='omero'", "--jobs=4",
                     "--no-owner", "--no-privileges", "--clean", "--if-exists", "--role=omero_app",
                     "/tmp/nlb-pg_archive.x/archive"]
@@ -470,7 +407,6 @@ def test_stderr_hints():
     assert "globals: true" in pg_archive.stderr_hint('pg_restore: error: ... ERROR:  role "nlb_ghost" does not exist')
     assert "newer pg_dump" in pg_archive.stderr_hint("pg_restore: error: unsupported version (1.16) in file header")
     assert pg_archive.stderr_hint("something else") == ""
-
 
 
 def test_struct_sanity():

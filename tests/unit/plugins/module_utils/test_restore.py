@@ -5,14 +5,16 @@ import time
 
 import pytest
 
-from ansible_collections.nl_biomero.database.plugins.module_utils import dump_rules, pg_archive, restore
+from ansible_collections.nl_biomero.database.plugins.module_utils import dump_rules, globals_sql, pg_archive, restore
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import stream
 from ansible_collections.nl_biomero.database.plugins.module_utils.restore import RestoreError
 
 
 def test_the_pure_rules_stay_importable_from_restore():
-    """upgrade.py imports these from restore; they are pg_archive's."""
-    for name in ("filter_globals", "psql_script_argv", "pg_restore_argv", "session_options", "conninfo_dbname",
+    """upgrade.py imports these from restore; they are pg_archive's, and the one (quote-aware) globals filter."""
+    assert restore.filter_globals is globals_sql.filter_globals
+    assert restore.globals_roles is globals_sql.globals_roles
+    for name in ("psql_script_argv", "pg_restore_argv", "session_options", "conninfo_dbname",
                  "inspect_archive", "check_versions"):
         assert getattr(restore, name) is getattr(pg_archive, name)
     assert restore.RestoreError is pg_archive.RestoreError

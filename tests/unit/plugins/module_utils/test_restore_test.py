@@ -73,7 +73,7 @@ def test_restore_component_uses_a_labelled_throwaway_and_cleans_up():
     kinds = [call[0] for call in engine.calls]
     assert kinds == ["image_inspect", "volume_create", "run_throwaway", "remove", "volume_remove"]
     assert engine.calls[1] == ("volume_create", container + "-data", "nl-biomero.database.throwaway=restore-test")
-    _, image, env_names, options = engine.calls[2]
+    _kind, image, env_names, options = engine.calls[2]
     assert image == "postgres:17" and env_names == ["POSTGRES_DB", "POSTGRES_PASSWORD", "POSTGRES_USER"]
     assert options == {"purpose": "restore-test", "name": container, "detach": True,
                        "volumes": ["%s-data:/var/lib/postgresql/data" % container]}

@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import os
 
 import pytest
 
@@ -189,13 +190,18 @@ class _LocalEngine:
 
 
 class _PipePg:
-    def __init__(self, container, command):
+    """A PgContainer whose exec'd tools are scripted: pg_dump prints the properties fixture."""
+
+    def __init__(self, container, command, databases=("omero",), settings=()):
         self.container = container
         self.engine = _LocalEngine(command)
         self.queries = []
+        self.tools = []
+        self._databases = list(databases)
+        self.settings = list(settings)
 
     def databases(self):
-        return ["omero"]
+        return self._databases
 
     def env(self, database):
         return {"PGDATABASE": database}
@@ -203,6 +209,22 @@ class _PipePg:
     def query(self, sql, database=None):
         self.queries.append((sql, database))
         return []
+
+    def scalar(self, sql, database=None):
+        self.queries.append((sql, database))
+        if "pg_stat_activity" in sql:
+            return "[]"
+        return json.dumps([{"name": "omero", "connectable": True, "settings": self.settings}])
+
+    def exec_tool(self, command, database=None, input_bytes=None, timeout=None):
+        self.tools.append((command, (input_bytes or b"").decode("utf-8")))
+        if command[0] == "pg_dump":
+            return 0, PROPERTIES_SQL.replace('"om ero"', "omero").replace("om ero", "omero"), ""
+        return 0, "2026-12-01 02:00:00+00\n", ""
+
+
+with open(os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "database_properties.sql")) as _handle:
+    PROPERTIES_SQL = _handle.read()
 
 
 def test_pipe_streams_one_database_and_counts_bytes():
@@ -212,7 +234,43 @@ def test_pipe_streams_one_database_and_counts_bytes():
     assert moved["database"] == "omero" and moved["bytes"] == 3000000
     assert source.engine.seen == [("old", "pg_dump", ["PGDATABASE"], False)]
     assert target.engine.seen == [("new", "pg_restore", ["PGDATABASE", "PGOPTIONS"], True)]
-    assert target.queries == [("ANALYZE", "omero")]
+    assert ("ANALYZE", "omero") in target.queries
+
+
+def test_pipe_applies_the_database_properties_after_the_data_in_one_transaction():
+    source = _PipePg("old", ["sh", "-c", "head -c 10 /dev/zero"])
+    target = _PipePg("new", ["sh", "-c", "cat >/dev/null"])
+    moved = upgrade.Pipe(source, target).copy_database("omero")
+    dump = source.tools[0][0]
+    assert dump[:4] == ["pg_dump", "--create", "--schema-only", "--exclude-schema=*"]
+    assert dump[-1] == "--dbname=dbname='omero'"
+    (psql, script), = target.tools
+    assert "--single-transaction" in psql
+    assert script.splitlines() == [
+        "SET standard_conforming_strings = on;",
+        'ALTER DATABASE "omero" OWNER TO omero;',
+        "COMMENT ON DATABASE \"omero\" IS 'OMERO''s db';",
+        'ALTER DATABASE "omero" CONNECTION LIMIT = 50;',
+        "ALTER DATABASE \"omero\" SET work_mem TO '12MB';",
+        "ALTER DATABASE \"omero\" SET search_path TO '$user', 'public', 'we''ird';",
+        "ALTER ROLE reader IN DATABASE \"omero\" SET statement_timeout TO '5s';",
+    ] + script.splitlines()[7:]
+    assert moved["properties"] == len(script.splitlines()) - 1
+    assert target.queries[0] == ("ANALYZE", "omero")
+
+
+def test_pipe_creates_a_missing_database_with_the_source_locale_then_lifts_a_carried_fence():
+    fenced = ["default_transaction_read_only=on", "nl_biomero.write_fence=" + json.dumps({"previous": None})]
+    source = _PipePg("old", ["true"])
+    target = _PipePg("new", ["true"], databases=["postgres"], settings=fenced)
+    moved = upgrade.Pipe(source, target).copy_properties("omero", owner="omero")
+    create, properties, lift = [tool[1] for tool in target.tools]
+    assert create == ("CREATE DATABASE \"omero\" WITH TEMPLATE = template0 ENCODING = 'UTF8' "
+                      "LOCALE_PROVIDER = libc LOCALE = 'C.UTF-8' OWNER = \"omero\";")
+    assert "ALTER DATABASE \"omero\" SET work_mem TO '12MB';" in properties
+    assert 'ALTER DATABASE "omero" RESET default_transaction_read_only;' in lift
+    assert 'ALTER DATABASE "omero" RESET "nl_biomero.write_fence";' in lift
+    assert moved["properties"] == len(properties.splitlines()) - 1
 
 
 @pytest.mark.parametrize("dump, restore, message", [
