@@ -449,6 +449,15 @@ class ContainerEngine:
         """Remove a container (running or not) with its anonymous volumes; a missing one is fine."""
         self.call("rm", "-f", "-v", container)
 
+    def names(self, kind, *filters):
+        """Names of the containers (``kind`` 'container', stopped ones too) or volumes ('volume') that match
+        every filter ('key=value', as ``--filter`` takes it)."""
+        args = ["ps", "-a", "--format", "{{.Names}}"] if kind == "container" else ["volume", "ls", "--format",
+                                                                                   "{{.Name}}"]
+        for item in filters:
+            args += ["--filter", item]
+        return self.checked("listing %ss" % kind, *args).split()
+
 
 class Session:
     """A long-lived child (e.g. ``exec -i psql``) fed lines and read up to a marker line.

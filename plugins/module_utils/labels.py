@@ -24,3 +24,8 @@ UPGRADE_VOLUME = UPGRADE_PREFIX + "volume"
 # its value says what for (e.g. restore-test, preflight); a sweep finds leftovers by it.
 THROWAWAY = INSTANCE_PREFIX + "throwaway"
 RESTORE_TEST = INSTANCE_PREFIX + "restore-test"
+
+# Upgrade: on the new volume and the staging container, so that a recovery finds them after a killed run.
+UPGRADE_INSTANCE = UPGRADE_PREFIX + "instance"
+UPGRADE_MAJOR = UPGRADE_PREFIX + "major"
+UPGRADE_STAGING_FOR = UPGRADE_PREFIX + "staging-for"

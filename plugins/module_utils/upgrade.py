@@ -20,6 +20,7 @@ import os
 import re
 import time
 
+from ansible_collections.nl_biomero.database.plugins.module_utils import labels
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import ContainerEngine, pipe
 from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, container_env
@@ -28,9 +29,9 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.restore import
     conninfo_dbname, filter_globals, pg_restore_argv, psql_script_argv, session_options)
 from ansible_collections.nl_biomero.database.plugins.module_utils.tuning import parse_describe_config, unknown_settings
 from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade_plan import (
-    UpgradeError, clone_spec, command_settings, compare_fingerprints, data_mounts, decide, disk_estimate,
-    disk_problems, extension_names, image_major, missing_extensions, new_volume_name, old_container_name,
-    smoke_tables, upgrade_labels)
+    UpgradeError, aside_names, clone_problems, clone_spec, command_settings, compare_fingerprints, data_mounts,
+    decide, disk_estimate, disk_problems, extension_names, image_major, missing_extensions, new_volume_name,
+    old_container_name, recovery_plan, smoke_tables, upgrade_labels)
 from ansible_collections.nl_biomero.database.plugins.module_utils.db_properties import (
     create_database_sql, property_statements)
 from ansible_collections.nl_biomero.database.plugins.module_utils.write_fence import WriteFence, unfenced
@@ -51,6 +52,7 @@ SQL_OBJECTS = r"""SELECT
   + (SELECT count(*) FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'public')
     AND nspname !~ '^pg_')"""
 SQL_ROLES = r"SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1"
+SQL_TABLESPACES = "SELECT spcname FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY 1"
 
 
 # Database-level properties of every database: owner, encoding and locale (to_jsonb: the columns differ
@@ -239,8 +241,16 @@ class Preflight:
             else:
                 warnings.append("could not list the extensions of %s (%s); not checked" % (target_image, err.strip()))
 
+        spaces = [row[0] for row in pg.query(SQL_TABLESPACES)]
+        if spaces:
+            problems.append("tablespace(s) %s: the upgrade builds the new cluster in one new volume and cannot "
+                            "carry tablespaces" % ", ".join(spaces))
+
         settings = command_settings((info.get("Config") or {}).get("Cmd"))
         result["settings"] = settings
+        if settings.get("archive_command") or settings.get("archive_library"):
+            warnings.append("the new instance takes over archive_command/archive_library: its WAL file names start "
+                            "again from the beginning in the same archive; point the archive at a new place")
         if check_settings and settings:
             rc, out, err = self._in_image(target_image, ["postgres", "--describe-config"], user="postgres")
             if rc == 0:
@@ -260,6 +270,7 @@ class Preflight:
             old_volume = None
         else:
             old_volume = mount.get("Name") if mount.get("Type") == "volume" else mount.get("Source")
+            problems += clone_problems(info, mount.get("Destination"), new_data_mount)
         name = (info.get("Name") or container).lstrip("/")
         old_name = old_container_name(name, current_major)
         new_volume = new_volume_name(old_volume if (mount or {}).get("Type") == "volume" else None, name, target_major)
@@ -296,7 +307,8 @@ class Preflight:
         spec = clone_spec(info, image_info, target_image, new_volume, (mount or {}).get("Destination"),
                           new_data_mount)
         spec["labels"].update(upgrade_labels(old_name, old_volume if (mount or {}).get("Type") == "volume" else "",
-                                             self.engine.image_of(info), current_major, new_volume))
+                                             self.engine.image_of(info), current_major, new_volume,
+                                             target_major))
         result["spec"] = spec
         if problems:
             result["action"] = "fail"
@@ -451,3 +463,33 @@ def pipe_result(container, target_container, databases, engine="auto", login_use
     moved = [mover.copy_database(db, (owners or {}).get(db), maintenance_work_mem) for db in databases]
     moved += [mover.copy_properties(db, (owners or {}).get(db)) for db in properties_only or []]
     return {"changed": True, "databases": moved, "bytes": sum(item["bytes"] for item in moved), "globals": report}
+
+
+def read_journal(path):
+    """The journal an upgrade wrote before it changed anything (None when there is none)."""
+    if not path or not os.path.exists(path):
+        return None
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except ValueError as exc:
+        raise UpgradeError("the upgrade journal %s is not JSON (%s); remove it once the instance is checked by hand"
+                           % (path, exc))
+
+
+def recovery_result(container, journal=None, rollback=False, engine="auto"):
+    """pg_upgrade_recovery: what an interrupted (with ``rollback``: also a finished) upgrade left, and the way back."""
+    engine = ContainerEngine(engine)
+    found = read_journal(journal)
+    aside = dict((name, engine.inspect(name))
+                 for name in aside_names(container, engine.names("container", "name=" + container)))
+    staging = engine.names("container", "label=%s=%s" % (labels.UPGRADE_STAGING_FOR, container))
+    volumes = dict((volume, engine.names("container", "volume=" + volume))
+                   for volume in engine.names("volume", "label=%s=%s" % (labels.UPGRADE_INSTANCE, container)))
+    plan = recovery_plan(container, engine.inspect(container), dict((k, v) for k, v in aside.items() if v),
+                         staging, volumes, found, rollback)
+    plan.update(changed=False, container=container, journal=found)
+    if plan["problems"]:
+        plan.update(failed=True, msg="cannot bring back the old instance of %s: %s"
+                    % (container, "; ".join(plan["problems"])))
+    return plan

@@ -22,10 +22,15 @@ description:
   - For an upgrade, also checks that the target image is present, that the extensions used in each database
     are shipped by the target image, that the C(-c) settings on the container's command line are known to the
     target server (C(postgres --describe-config)), that there is free disk for the new volume and the dump
-    (estimated from C(pg_database_size) times O(disk_margin)), that the client containers exist, and that the
-    name the old container will get and the new volume are free.
+    (estimated from C(pg_database_size) times O(disk_margin)), that the client containers exist, that the
+    name the old container will get and the new volume are free, that the cluster has no tablespaces, and
+    that the old container can be cloned faithfully and safely (no setting M(community.docker.docker_container)
+    cannot give the new container, no C(auto_remove), no mount inside the data mount, no
+    E(POSTGRES_INITDB_WALDIR) outside it).
   - Returns the specification of the new container (RV(spec)), cloned from the old container's inspect
-    data, for M(community.docker.docker_container). Environment values are not returned, only their names.
+    data, for M(community.docker.docker_container); everything the old container set except the image, the
+    data mount and the upgrade's labels (the major label says the new major). Environment values are not
+    returned, only their names.
   - Fails, listing all problems, when any check fails. Checks that could not be made are returned as warnings.
 author:
   - NL-BIOMERO database maintainers (@NL-BIOMERO)
@@ -144,6 +149,9 @@ spec:
   description:
     - Parameters for M(community.docker.docker_container) of the new instance (C(env_names) lists the
       variables to take over; their values are not returned).
+    - C(staging) holds the staging container's C(command) (the old settings that name no file, and
+      C(archive_mode=off)), C(mounts) (the new volume only) and C(file_env) (the C(<name>_FILE) variables
+      whose files are handed over by value, as the staging container has none of the old mounts).
   returned: when RV(action=upgrade)
   type: dict
 problems:

@@ -65,8 +65,9 @@ class _Engine:
 
 
 class _Pg:
-    def __init__(self, extensions=("plpgsql", "pg_trgm")):
+    def __init__(self, extensions=("plpgsql", "pg_trgm"), tablespaces=()):
         self.extensions = extensions
+        self.tablespaces = tablespaces
 
     def server_version_num(self):
         return 150010
@@ -79,6 +80,8 @@ class _Pg:
             return [["omero", "1000", "omero"], ["postgres", "100", "omero"]]
         if sql == upgrade.SQL_EXTENSIONS:
             return [[e] for e in self.extensions] if database == "omero" else [["plpgsql"]]
+        if sql == upgrade.SQL_TABLESPACES:
+            return [[name] for name in self.tablespaces]
         raise AssertionError(sql)
 
     def scalar(self, sql, database=None):
@@ -91,9 +94,11 @@ class _Stat:
     st_dev = 1
 
 
-def _preflight(images=None, existing=(), pg=None, **kwargs):
+def _preflight(images=None, existing=(), pg=None, change=None, **kwargs):
     info = json.loads(json.dumps(OLD_CONTAINER))
     info["State"] = {"Running": True}
+    if change:
+        change(info)
     containers = {"database": info, "omeroserver": {"State": {"Status": "running"}}}
     images = images if images is not None else {
         "postgres:17": {"Config": {"Env": ["PG_MAJOR=17"]}}, "sha256:old": OLD_IMAGE}
@@ -109,6 +114,7 @@ def test_preflight_plans_an_upgrade():
     assert result["old_name"] == "database-pg15" and result["new_volume"] == "database-pg17"
     assert result["empty_databases"] == ["postgres"]
     assert result["spec"]["labels"][labels.UPGRADE_PREVIOUS_CONTAINER] == "database-pg15"
+    assert result["spec"]["labels"][labels.INSTANCE_MAJOR] == "17"
     assert result["clients"] == {"omeroserver": "running"}
     # 15 -> 17: the new volume goes where the old one was.
     assert result["spec"]["mounts"][-1] == {"type": "volume", "source": "database-pg17",
@@ -149,6 +155,26 @@ def test_preflight_collects_every_problem():
     for expected in ("pg_trgm", "work_mem", "database-pg15 already exists", "volume database-pg17 already exists",
                      "client container gone does not exist"):
         assert expected in text
+
+
+def test_preflight_refuses_what_the_new_container_could_not_keep():
+    def change(info):
+        info["HostConfig"]["AutoRemove"] = True
+        info["HostConfig"]["CpuRealtimeRuntime"] = 950000
+    result = _preflight(pg=_Pg(tablespaces=("fast",)), change=change).run_checks("database", "postgres:17")
+    text = " | ".join(result["problems"])
+    assert result["action"] == "fail" and len(result["problems"]) == 3
+    for expected in ("tablespace(s) fast", "removed when it stops", "HostConfig.CpuRealtimeRuntime=950000"):
+        assert expected in text
+
+
+def test_preflight_warns_that_the_new_instance_archives_where_the_old_did():
+    def change(info):
+        info["Config"]["Cmd"] += ["-c", "archive_mode=on", "-c", "archive_command=cp %p /archive/%f"]
+    result = _preflight(change=change, settings="work_mem\tx\narchive_mode\tx\narchive_command\tx\n").run_checks(
+        "database", "postgres:17")
+    assert result["problems"] == [] and "archive" in " ".join(result["warnings"])
+    assert result["spec"]["staging"]["command"] == ["postgres", "-c", "work_mem=16MB", "-c", "archive_mode=off"]
 
 
 # ---- Pipe through engine.pipe, with local commands standing in for the two execs.
