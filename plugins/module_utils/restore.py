@@ -614,6 +614,8 @@ class PgRestore:
             if p["analyze"]:
                 self._psql("ANALYZE", database=into)
                 self.actions.append("analyzed")
+            # Counted before the swap: a writer nobody stopped may write into the database once it is in place.
+            counts = self._row_counts(into)
             if staging and plan["properties"]["sql"] is not None:
                 self._apply_properties(plan, staging)
             if kind == "create":
@@ -635,7 +637,6 @@ class PgRestore:
                                    % (self.database, exc, failure_state(plan["kind"], self.database)))
             raise
         self._completed = True
-        counts = self._row_counts()
         return {
             "changed": True,
             "actions": list(self.actions),
@@ -768,14 +769,14 @@ class PgRestore:
             if isinstance(exc, RestoreError):
                 exc.args = (exc.args[0] + " [the staging database %s could not be dropped: drop it by hand]" % staging,)
 
-    def _row_counts(self):
-        """Rows per user table of the restored database; a failure here is a warning (the restore is done)."""
+    def _row_counts(self, database):
+        """Rows per user table of the restored database; a failure here is a warning (the data is restored)."""
         try:
             if self.params["count_rows"] == "exact":
-                return self.pg.table_row_counts(self.database)
-            return self._json(SQL_COUNTS_ESTIMATE, database=self.database) or {}
+                return self.pg.table_row_counts(database)
+            return self._json(SQL_COUNTS_ESTIMATE, database=database) or {}
         except (PgError, EngineError, ValueError) as exc:
-            self.warnings.append("the restore completed, but counting the rows failed: %s" % self._redact(str(exc)))
+            self.warnings.append("the data was restored, but counting the rows failed: %s" % self._redact(str(exc)))
             return {}
 
 

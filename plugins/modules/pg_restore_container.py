@@ -408,7 +408,7 @@ tables:
   elements: str
   sample: [public.experimenter, public.image]
 row_counts:
-  description: Rows per table after the restore (see O(count_rows)); empty in check mode.
+  description: Rows per table of the restored data, counted before it is put in place (see O(count_rows)); empty in check mode.
   returned: success
   type: dict
   sample: {public.image: 120345, public.experimenter: 12}

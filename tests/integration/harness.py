@@ -6,10 +6,12 @@ nl_biomero.database for Python and for ansible-playbook."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
@@ -157,3 +159,42 @@ def run_module(module, args, check_mode=False, diff=False, env=None, timeout=900
             result = json.load(handle)
         result["_playbook_output"] = proc.stdout
         return result
+
+
+class Writer(threading.Thread):
+    """An unlisted writer: the database owner INSERTs into table ``writes`` in a loop, reconnecting after every error.
+
+    Each session commits one row at a time and says so after the commit
+    (a NOTICE), so ``committed`` holds only rows that were really committed.
+    """
+
+    LOOP = ("DO $$ DECLARE n bigint; t0 timestamptz := clock_timestamp(); BEGIN LOOP "
+            "INSERT INTO writes (note) VALUES ('unlisted') RETURNING id INTO n; COMMIT; "
+            "RAISE NOTICE 'committed %', n; PERFORM pg_sleep(0.02); "
+            "EXIT WHEN clock_timestamp() - t0 > interval '3 seconds'; END LOOP; END $$;")
+
+    def __init__(self, container, user, database):
+        super().__init__(daemon=True)
+        self.container, self.user, self.database = container, user, database
+        self.committed = set()
+        self.errors = []
+        self.stopping = threading.Event()
+
+    def run(self):
+        while not self.stopping.is_set():
+            proc = subprocess.Popen([ENGINE, "exec", "-e", "PGAPPNAME=unlisted-writer", self.container, "psql", "-X",
+                                     "-q", "-U", self.user, "-d", self.database, "-c", self.LOOP],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for line in proc.stderr:
+                found = re.search(r"NOTICE:\s+committed (\d+)", line)
+                if found:
+                    self.committed.add(int(found.group(1)))
+                elif line.strip():
+                    self.errors.append(line.strip())
+            proc.wait()
+            time.sleep(0.1)
+
+    def stop(self):
+        self.stopping.set()
+        self.join(timeout=30)
+        assert not self.is_alive()

@@ -7,10 +7,11 @@ import json
 import os
 import subprocess
 import tarfile
+import time
 
 import pytest
 
-from harness import ENGINE, IMAGES, REPO_ROOT, engine, run_module, unique
+from harness import ENGINE, IMAGES, REPO_ROOT, Writer, engine, run_module, unique
 
 COLLECTIONS = os.path.join(REPO_ROOT, ".build", "collections")
 CLI = "ansible_collections.nl_biomero.database.plugins.module_utils.backup_run"
@@ -273,3 +274,53 @@ def test_restore_playbook_refuses_then_restores_and_adopts_a_foreign_dump(pg_fac
     assert adopted.returncode == 0, adopted.stdout[-3000:]
     assert db.query("SELECT count(*) || ' ' || (SELECT tableowner FROM pg_tables WHERE tablename = 'image') FROM image",
                     database="omero_adopted") == "2 omero"
+
+
+def _fence_settings(db):
+    return db.query("SELECT coalesce(string_agg(array_to_string(s.setconfig, ','), ' '), '') FROM pg_db_role_setting s "
+                    "JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = 'omero' AND s.setrole = 0",
+                    database="postgres")
+
+
+def test_restore_playbook_fences_an_unlisted_writer_and_lifts_every_fence(pg_factory, tmp_path):
+    """An overwriting restore.yml with a writer nobody listed in postgres_backup_clients: the writer gets
+    read-only errors while the database is replaced, the restored counts are those of the set (not what the
+    writer adds once the database is in place), and no fence is left: neither ours nor one a set carries
+    because it was taken under an upgrade's fence."""
+    db = pg_factory(major=17, prefix="nlbtest-bak", user="omero", password="pw", database="omero")
+    db.psql("CREATE TABLE writes (id bigserial PRIMARY KEY, note text);"
+            "INSERT INTO writes (note) SELECT 'set' FROM generate_series(1, 20);")
+    backup_dir = str(tmp_path / "backups")
+    config = write_config(str(tmp_path / "c.json"), {"backup_dir": backup_dir, "engine": ENGINE, "databases": [
+        {"container": db.name, "database": "omero", "user": "omero"}]})
+    assert run_cli(config).returncode == 0
+    fence = {"container": db.name, "databases": ["omero"], "login_user": "omero", "engine": ENGINE}
+    run_module("nl_biomero.database.pg_write_fence", dict(fence, state="on"))
+    time.sleep(1.1)  # sets are named by the second
+    assert run_cli(config).returncode == 0                   # a set taken under the fence carries it
+    run_module("nl_biomero.database.pg_write_fence", dict(fence, state="off"))
+    unfenced_set, fenced_set = sorted(name for name in os.listdir(backup_dir) if not name.startswith("."))
+    assert _fence_settings(db) == ""
+
+    writer = Writer(db.name, "omero", "omero")
+    writer.start()
+    try:
+        time.sleep(1)
+        restored = run_playbook("restore.yml", tmp_path, {"postgres_backup_restore_set": unfenced_set,
+                                                          "postgres_backup_restore_overwrite": True})
+        time.sleep(1)
+    finally:
+        writer.stop()
+    assert restored.returncode == 0, restored.stdout[-3000:]
+    assert any("read-only transaction" in error for error in writer.errors), writer.errors[-5:]
+    ids = set(int(x) for x in db.query("SELECT id FROM writes").split())
+    assert set(range(1, 21)) <= ids and ids - set(range(1, 21)) <= writer.committed
+    assert _fence_settings(db) == ""
+    assert db.psql("INSERT INTO writes (note) VALUES ('after') RETURNING id", check=False).returncode == 0
+
+    again = run_playbook("restore.yml", tmp_path, {"postgres_backup_restore_set": fenced_set,
+                                                   "postgres_backup_restore_overwrite": True})
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert _fence_settings(db) == ""
+    assert db.query("SELECT count(*) FROM writes") == "20"
+    assert db.psql("INSERT INTO writes (note) VALUES ('after') RETURNING id", check=False).returncode == 0

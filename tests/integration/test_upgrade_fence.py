@@ -7,14 +7,12 @@ database, as OMERO's role does) writes during the whole upgrade.
 
 import json
 import os
-import re
 import subprocess
-import threading
 import time
 
 import pytest
 
-from harness import ENGINE, IMAGES, DbContainer, engine, run_module, unique
+from harness import ENGINE, IMAGES, DbContainer, Writer, engine, run_module, unique
 
 FENCE = "nl_biomero.database.pg_write_fence"
 USER = "omero"
@@ -82,45 +80,6 @@ def run_role(tmp_path, instance, entry="main", **role_vars):
     return proc.returncode, json.loads(report.read_text()), proc.stdout + proc.stderr
 
 
-class Writer(threading.Thread):
-    """An unlisted writer: the database owner INSERTs in a loop, reconnecting after every error.
-
-    Each session commits one row at a time and says so after the commit
-    (a NOTICE), so ``committed`` holds only rows that were really committed.
-    """
-
-    LOOP = ("DO $$ DECLARE n bigint; t0 timestamptz := clock_timestamp(); BEGIN LOOP "
-            "INSERT INTO writes (note) VALUES ('unlisted') RETURNING id INTO n; COMMIT; "
-            "RAISE NOTICE 'committed %', n; PERFORM pg_sleep(0.02); "
-            "EXIT WHEN clock_timestamp() - t0 > interval '3 seconds'; END LOOP; END $$;")
-
-    def __init__(self, container):
-        super().__init__(daemon=True)
-        self.container = container
-        self.committed = set()
-        self.errors = []
-        self.stopping = threading.Event()
-
-    def run(self):
-        while not self.stopping.is_set():
-            proc = subprocess.Popen([ENGINE, "exec", "-e", "PGAPPNAME=unlisted-writer", self.container, "psql", "-X",
-                                     "-q", "-U", USER, "-d", DB, "-c", self.LOOP],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            for line in proc.stderr:
-                found = re.search(r"NOTICE:\s+committed (\d+)", line)
-                if found:
-                    self.committed.add(int(found.group(1)))
-                elif line.strip():
-                    self.errors.append(line.strip())
-            proc.wait()
-            time.sleep(0.1)
-
-    def stop(self):
-        self.stopping.set()
-        self.join(timeout=30)
-        assert not self.is_alive()
-
-
 def _ids(pg, database=DB):
     return set(int(x) for x in pg.query("SELECT id FROM writes", database=database).split())
 
@@ -137,7 +96,7 @@ def _accepts_writes(pg):
 
 @pytest.mark.parametrize("strategy", ["dump_restore", "pipe"])
 def test_unlisted_writer_is_fenced_and_the_upgrade_completes_with_every_committed_row(source, tmp_path, strategy):
-    writer = Writer(source.name)
+    writer = Writer(source.name, USER, DB)
     writer.start()
     try:
         deadline = time.time() + 30
@@ -185,7 +144,7 @@ def broken_image():
 def test_fence_lifted_after_a_failed_transfer_back_to_the_previous_setting(source, tmp_path, broken_image):
     # The user's own setting, which the fence must put back as it was (not reset).
     source.psql("ALTER DATABASE omero SET default_transaction_read_only = off")
-    writer = Writer(source.name)
+    writer = Writer(source.name, USER, DB)
     writer.start()
     try:
         rc, report, output = run_role(tmp_path, {"name": source.name, "strategy": "pipe"},
