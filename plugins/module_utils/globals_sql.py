@@ -11,7 +11,8 @@ comments), each statement is read as tokens, and only statements of a few
 known shapes are kept, verbatim, and only about roles the target lacks:
 
 - ``CREATE ROLE r``, ``ALTER ROLE r WITH ...``, ``ALTER ROLE r [IN DATABASE d] SET|RESET ...``,
-  ``COMMENT ON ROLE r IS ...`` for a role created by this script;
+  ``COMMENT ON ROLE r IS ...`` for a role created by this script (and, but ``CREATE``, for a
+  role the caller names as the same role in both clusters);
 - ``GRANT role TO r ...`` and ``GRANT ... ON PARAMETER ... TO r ...`` whose
   grantee is created by this script (an existing role never gains anything);
 - ``CREATE TABLESPACE``, ``ALTER TABLESPACE``, ``COMMENT ON TABLESPACE`` for
@@ -203,15 +204,20 @@ def _grant_is_plain(tokens):
     return "," not in rest
 
 
-def filter_globals(text, existing_roles, existing_tablespaces=()):
+def filter_globals(text, existing_roles, existing_tablespaces=(), carried_roles=()):
     """Keep what creates the roles and tablespaces the target lacks; returns (script, report).
 
     Roles (and tablespaces) that exist in the target are left exactly as they
     are: running their statements would fail ("role already exists") or,
     worse, reset the password and attributes of the target's own roles.
-    Report keys: roles_created, roles_skipped, tablespaces_created,
+    ``carried_roles`` are existing roles that are the same role as in the
+    source (an upgrade's bootstrap superuser, which the new image created
+    anew): their ``ALTER ROLE`` (attributes, password, settings) and comment
+    are kept too, but never a membership granted to them.
+    Report keys: roles_created, roles_skipped, roles_carried, tablespaces_created,
     tablespaces_skipped, statements_left_out (what the statement was, never its text).
     """
+    carried = set(carried_roles) & set(existing_roles)
     roles = set(existing_roles)
     spaces = set(existing_tablespaces)
     statements = split_statements(text)
@@ -223,7 +229,7 @@ def filter_globals(text, existing_roles, existing_tablespaces=()):
         if kind == "set" and subject == "standard_conforming_strings" and "OFF" in [
                 token[1].upper().strip("'") for token in tokens if token[0] in ("word", "string")]:
             raise GlobalsError("the globals script turns standard_conforming_strings off; it cannot be read safely")
-    report = {"roles_created": list(created), "roles_skipped": [], "tablespaces_created": [],
+    report = {"roles_created": list(created), "roles_skipped": [], "roles_carried": [], "tablespaces_created": [],
               "tablespaces_skipped": [], "statements_left_out": []}
     created = set(created)
     emitted = set()
@@ -239,7 +245,9 @@ def filter_globals(text, existing_roles, existing_tablespaces=()):
             if subject in roles and subject not in report["roles_skipped"]:
                 report["roles_skipped"].append(subject)
         elif kind == "role":
-            keep = subject in created
+            keep = subject in created or subject in carried
+            if subject in carried and subject not in report["roles_carried"]:
+                report["roles_carried"].append(subject)
         elif kind == "grant":
             keep = subject in created and _grant_is_plain(tokens)
         elif kind == "create_tablespace":

@@ -160,13 +160,13 @@ class PgRestore:
     def __init__(self, container, database, src, engine="auto", login_user=None, login_password=None, jobs=None,
                  owner=None, no_owner=False, no_privileges=False, globals=False, if_exists="fail",
                  single_transaction=False, analyze=True, verify_checksum=None, staging_dir="/tmp",
-                 maintenance_work_mem=None, count_rows="exact"):
+                 maintenance_work_mem=None, count_rows="exact", carry_login_role=False):
         if not src:
             raise RestoreError("src is required")
         self.params = {
             "container": container, "database": database, "engine": engine, "jobs": jobs,
             "owner": owner, "no_owner": bool(no_owner), "no_privileges": bool(no_privileges),
-            "globals": bool(globals), "if_exists": if_exists or "fail",
+            "globals": bool(globals), "carry_login_role": bool(carry_login_role), "if_exists": if_exists or "fail",
             "single_transaction": bool(single_transaction), "analyze": analyze is not False,
             "verify_checksum": verify_checksum, "staging_dir": staging_dir or "/tmp",
             "maintenance_work_mem": maintenance_work_mem, "count_rows": count_rows or "exact",
@@ -292,7 +292,9 @@ class PgRestore:
         if p["globals"]:
             plan["globals_path"], gtext = self._read_globals(manifest)
             try:
-                plan["globals_script"], plan["globals_report"] = filter_globals(gtext, roles, facts["tablespaces"])
+                carried = [login["user"]] if p["carry_login_role"] else []
+                plan["globals_script"], plan["globals_report"] = filter_globals(gtext, roles, facts["tablespaces"],
+                                                                                carried)
             except GlobalsError as exc:
                 raise RestoreError("the globals file %s cannot be used: %s (nothing was restored)"
                                    % (plan["globals_path"], exc))

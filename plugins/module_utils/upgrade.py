@@ -338,7 +338,8 @@ class Pipe:
             raise UpgradeError("pg_dumpall --globals-only in %s failed: %s" % (self.source.container, err.strip()))
         roles = [row[0] for row in self.target.query("SELECT rolname FROM pg_roles")]
         spaces = [row[0] for row in self.target.query("SELECT spcname FROM pg_tablespace")]
-        script, report = filter_globals(out, roles, spaces)
+        # the new image created the bootstrap role anew: it keeps the password and settings it had
+        script, report = filter_globals(out, roles, spaces, carried_roles=[self.target.user])
         rc, out, err = self.target.exec_tool(psql_script_argv("postgres"), input_bytes=script.encode("utf-8"))
         if rc != 0:
             raise UpgradeError("restoring the globals into %s failed: %s" % (self.target.container, err.strip()))

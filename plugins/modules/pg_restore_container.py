@@ -123,6 +123,15 @@ options:
       - The result's RV(globals) lists the roles created and left alone.
     type: bool
     default: false
+  carry_login_role:
+    description:
+      - With O(globals), also apply what the file says of the O(login_user) role itself (its attributes,
+        password hash, settings and comment; never a membership), although it exists in the target.
+      - For an upgrade into a new cluster of the same instance, where the image created that role anew
+        with the container's C(POSTGRES_PASSWORD): the role then keeps the password and settings it had.
+        Leave it off when restoring into another installation.
+    type: bool
+    default: false
   if_exists:
     description:
       - What to do when O(database) exists.
@@ -353,7 +362,11 @@ globals:
       type: list
       elements: str
     roles_skipped:
-      description: Roles of the file that existed in the target and were left untouched.
+      description: Roles of the file that existed in the target and were not created.
+      type: list
+      elements: str
+    roles_carried:
+      description: Existing roles whose attributes, password and settings were applied (O(carry_login_role)).
       type: list
       elements: str
     tablespaces_created:
@@ -443,6 +456,7 @@ def main():
             no_owner=dict(type="bool", default=False),
             no_privileges=dict(type="bool", default=False),
             globals=dict(type="bool", default=False),
+            carry_login_role=dict(type="bool", default=False),
             if_exists=dict(type="str", default="fail", choices=["fail", "skip", "replace", "clean"]),
             single_transaction=dict(type="bool", default=False),
             analyze=dict(type="bool", default=True),

@@ -193,6 +193,9 @@ def _as_reader(pg, sql):
 @pytest.mark.parametrize("strategy", ["pipe", "dump_restore"])
 def test_database_properties_survive_the_upgrade(source, tmp_path, strategy):
     source.psql(PROPERTIES_SQL)
+    # The bootstrap superuser's own settings and a password rotated by ALTER ROLE (the container's
+    # POSTGRES_PASSWORD is stale then): the new image creates the role anew; the upgrade carries both.
+    source.psql("ALTER ROLE omero SET lock_timeout TO '9s'; ALTER ROLE omero PASSWORD 'rotated pw';")
     before = _properties(source)
     assert "omero:work_mem=12MB" in before["settings"] and before["public_connect"] == "f"
     rc, report, output = run_role(tmp_path, {"name": source.name, "strategy": strategy})
@@ -204,6 +207,8 @@ def test_database_properties_survive_the_upgrade(source, tmp_path, strategy):
     assert _as_reader(new, "SHOW work_mem") == "12MB"
     assert _as_reader(new, "SHOW statement_timeout") == "5s"
     assert _as_reader(new, "SHOW search_path") == "app, public"
+    assert engine("exec", "-e", "PGPASSWORD=rotated pw", new.name, "psql", "-X", "-At", "-h", "127.0.0.1", "-U", USER,
+                  "-d", DB, "-c", "SHOW lock_timeout").stdout.strip() == "9s"
 
 
 def test_a_property_lost_in_the_new_cluster_fails_verification_and_rolls_back(source, tmp_path):

@@ -142,7 +142,7 @@ ALTER TABLESPACE fast SET (random_page_cost='1.1');
 
 def test_ordinary_globals_leave_existing_roles_alone():
     script, report = filter_globals(GLOBALS, ["app", "postgres"], ["pg_default", "pg_global", "fast"])
-    assert report == {"roles_created": ["nlb_reader", 'Odd "Role"'], "roles_skipped": ["app"],
+    assert report == {"roles_created": ["nlb_reader", 'Odd "Role"'], "roles_skipped": ["app"], "roles_carried": [],
                       "tablespaces_created": ["slow"], "tablespaces_skipped": ["fast"],
                       "statements_left_out": ["psql meta-command", "psql meta-command"]}
     # nothing of the existing superuser survives: no CREATE, no password/attribute reset, no settings
@@ -166,3 +166,20 @@ def test_ordinary_globals_on_an_empty_cluster_keep_every_statement():
 
 def test_ordinary_globals_roles():
     assert globals_roles(GLOBALS) == ["app", "nlb_reader", 'Odd "Role"']
+
+
+def test_a_carried_role_keeps_its_attributes_password_and_settings_but_gains_no_membership():
+    text = ("CREATE ROLE omero;\nALTER ROLE omero WITH SUPERUSER LOGIN PASSWORD 'SCRAM-SHA-256$4096:abc';\n"
+            "ALTER ROLE omero SET work_mem TO '7MB';\nCOMMENT ON ROLE omero IS 'owner';\n"
+            "GRANT pg_monitor TO omero;\nCREATE ROLE plain;\nALTER ROLE plain SET search_path TO $$a\nALTER ROLE omero b$$;\n")
+    script, report = filter_globals(text, ["omero", "postgres"], carried_roles=["omero", "postgres", "ghost"])
+    assert script == ("ALTER ROLE omero WITH SUPERUSER LOGIN PASSWORD 'SCRAM-SHA-256$4096:abc';\n"
+                      "ALTER ROLE omero SET work_mem TO '7MB';\nCOMMENT ON ROLE omero IS 'owner';\n"
+                      "CREATE ROLE plain;\nALTER ROLE plain SET search_path TO $$a\nALTER ROLE omero b$$;\n")
+    assert report["roles_carried"] == ["omero"] and report["roles_skipped"] == ["omero"]
+    assert report["roles_created"] == ["plain"]
+
+
+def test_without_carried_roles_an_existing_role_is_left_alone():
+    script, report = filter_globals("ALTER ROLE omero SET work_mem TO '7MB';\n", ["omero"])
+    assert script == "\n" and report["roles_carried"] == []
