@@ -128,7 +128,7 @@ options:
       - With O(globals), also apply what the file says of the O(login_user) role itself (its attributes,
         password hash, settings and comment; never a membership), although it exists in the target.
       - For an upgrade into a new cluster of the same instance, where the image created that role anew
-        with the container's C(POSTGRES_PASSWORD): the role then keeps the password and settings it had.
+        with the container's C(POSTGRES_PASSWORD); the role then keeps the password and settings it had.
         Leave it off when restoring into another installation.
     type: bool
     default: false
