@@ -13,10 +13,13 @@ cd "$REPO_ROOT"
 echo "==> unit tests"
 python -m pytest -q -p no:cacheprovider tests/unit
 
-echo "==> integration tests (real engine: $NLB_ENGINE)"
-# Two streams side by side (the tests mostly wait on containers): the tests that use what the whole
-# host shares (the example inventory's fixed names, ports and paths, cron.d, the check that no
-# restore-test throwaway is left anywhere) one after the other, and all the others.
+echo "==> integration tests and Molecule scenarios (real engine: $NLB_ENGINE), in three streams"
+# The tests mostly wait on containers, so three streams run side by side:
+# - host: the tests that use what the whole host shares (the example inventory's fixed names, ports and
+#   paths, cron.d, the check that no restore-test throwaway is left anywhere), one after the other, then
+#   the scenarios of postgres_backup (restore-test throwaways too) and postgres_container;
+# - others: every other integration test;
+# - upgrade: the Molecule scenarios of postgres_upgrade (their own nlbtest-* names).
 host_wide=(test_backup_catalogue test_backup_cron test_backup_faults test_backup_lock test_backup_run
            test_example_inventory test_restore_lock)
 host_args=() other_args=()
@@ -24,23 +27,41 @@ for name in "${host_wide[@]}"; do
     host_args+=("tests/integration/$name.py")
     other_args+=("--ignore=tests/integration/$name.py")
 done
-logs="$(mktemp -d)"
-python -m pytest -q -p no:cacheprovider --durations=15 "${host_args[@]}" > "$logs/host-wide.log" 2>&1 &
-host_pid=$!
-other_rc=0
-python -m pytest -q -p no:cacheprovider --durations=15 "${other_args[@]}" tests/integration > "$logs/others.log" 2>&1 || other_rc=$?
-host_rc=0
-wait "$host_pid" || host_rc=$?
-echo "--- integration tests: host-wide stream"; cat "$logs/host-wide.log"
-echo "--- integration tests: the other tests"; cat "$logs/others.log"
-rm -rf "$logs"
-[ "$host_rc" = 0 ] && [ "$other_rc" = 0 ] || { echo "integration tests failed (host-wide: $host_rc, others: $other_rc)"; exit 1; }
 
-for scenario_dir in roles/*/molecule/*/; do
-    [ -f "$scenario_dir/molecule.yml" ] || continue
-    role_dir="${scenario_dir%/molecule/*}"
-    scenario="$(basename "$scenario_dir")"
-    echo "==> molecule test: $role_dir ($scenario)"
-    (cd "$role_dir" && molecule test -s "$scenario")
+molecule_scenarios() {   # role directories; runs every scenario of each, in order, stops at the first failure
+    local role_dir scenario_dir
+    for role_dir in "$@"; do
+        for scenario_dir in "$role_dir"/molecule/*/; do
+            [ -f "$scenario_dir/molecule.yml" ] || continue
+            echo "==> molecule test: $role_dir ($(basename "$scenario_dir")) $(date -u +%T)"
+            (cd "$role_dir" && molecule test -s "$(basename "$scenario_dir")") || return 1
+        done
+    done
+}
+
+logs="$(mktemp -d)"
+started=$SECONDS
+( python -m pytest -q -p no:cacheprovider --durations=15 "${host_args[@]}" \
+  && molecule_scenarios roles/postgres_backup roles/postgres_container
+  rc=$?; echo "(stream took $((SECONDS - started)) s)"; exit $rc ) > "$logs/host.log" 2>&1 &
+host_pid=$!
+( molecule_scenarios roles/postgres_upgrade
+  rc=$?; echo "(stream took $((SECONDS - started)) s)"; exit $rc ) > "$logs/upgrade.log" 2>&1 &
+upgrade_pid=$!
+others_rc=0
+python -m pytest -q -p no:cacheprovider --durations=15 "${other_args[@]}" tests/integration > "$logs/others.log" 2>&1 \
+    || others_rc=$?
+echo "(stream took $((SECONDS - started)) s)" >> "$logs/others.log"
+host_rc=0 upgrade_rc=0
+wait "$host_pid" || host_rc=$?
+wait "$upgrade_pid" || upgrade_rc=$?
+for stream in host others upgrade; do
+    echo "--- stream: $stream"
+    cat "$logs/$stream.log"
 done
+rm -rf "$logs"
+if [ "$host_rc" != 0 ] || [ "$others_rc" != 0 ] || [ "$upgrade_rc" != 0 ]; then
+    echo "tests failed (host: $host_rc, others: $others_rc, upgrade: $upgrade_rc)"
+    exit 1
+fi
 echo "==> all tests passed"
