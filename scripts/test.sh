@@ -18,8 +18,8 @@ echo "==> integration tests and Molecule scenarios (real engine: $NLB_ENGINE), i
 # - host: the tests that use what the whole host shares (the example inventory's fixed names, ports and
 #   paths, cron.d, the check that no restore-test throwaway is left anywhere), one after the other, then
 #   the scenarios of postgres_backup (restore-test throwaways too) and postgres_container;
-# - others: every other integration test;
-# - upgrade: the Molecule scenarios of postgres_upgrade (their own nlbtest-* names).
+# - others: every other integration test, then the fleet scenario;
+# - upgrade: the other scenarios of postgres_upgrade (their own nlbtest-* names).
 host_wide=(test_backup_catalogue test_backup_cron test_backup_faults test_backup_lock test_backup_run
            test_example_inventory test_restore_lock)
 host_args=() other_args=()
@@ -28,29 +28,34 @@ for name in "${host_wide[@]}"; do
     other_args+=("--ignore=tests/integration/$name.py")
 done
 
-molecule_scenarios() {   # role directories; runs every scenario of each, in order, stops at the first failure
-    local role_dir scenario_dir
-    for role_dir in "$@"; do
-        for scenario_dir in "$role_dir"/molecule/*/; do
-            [ -f "$scenario_dir/molecule.yml" ] || continue
-            echo "==> molecule test: $role_dir ($(basename "$scenario_dir")) $(date -u +%T)"
-            (cd "$role_dir" && molecule test -s "$(basename "$scenario_dir")") || return 1
-        done
+molecule_scenarios() {   # scenario directories, run in order; stops at the first failure
+    local scenario_dir role_dir
+    for scenario_dir in "$@"; do
+        role_dir="${scenario_dir%/molecule/*}"
+        echo "==> molecule test: $role_dir ($(basename "$scenario_dir")) $(date -u +%T)"
+        (cd "$role_dir" && molecule test -s "$(basename "$scenario_dir")") || return 1
     done
 }
+# Every scenario runs in exactly one stream (checked here, so a new scenario cannot be forgotten).
+host_scenarios=(roles/postgres_backup/molecule/default roles/postgres_container/molecule/default)
+others_scenarios=(roles/postgres_upgrade/molecule/fleet)
+upgrade_scenarios=(roles/postgres_upgrade/molecule/interrupted roles/postgres_upgrade/molecule/upgrade)
+listed="$(printf '%s\n' "${host_scenarios[@]}" "${others_scenarios[@]}" "${upgrade_scenarios[@]}" | sort)"
+found="$(for f in roles/*/molecule/*/molecule.yml; do dirname "$f"; done | sort)"
+[ "$listed" = "$found" ] || { echo "scripts/test.sh: Molecule scenarios not in a stream: $(comm -13 <(echo "$listed") <(echo "$found"))"; exit 1; }
 
 logs="$(mktemp -d)"
 started=$SECONDS
 ( python -m pytest -q -p no:cacheprovider --durations=15 "${host_args[@]}" \
-  && molecule_scenarios roles/postgres_backup roles/postgres_container
+  && molecule_scenarios "${host_scenarios[@]}"
   rc=$?; echo "(stream took $((SECONDS - started)) s)"; exit $rc ) > "$logs/host.log" 2>&1 &
 host_pid=$!
-( molecule_scenarios roles/postgres_upgrade
+( molecule_scenarios "${upgrade_scenarios[@]}"
   rc=$?; echo "(stream took $((SECONDS - started)) s)"; exit $rc ) > "$logs/upgrade.log" 2>&1 &
 upgrade_pid=$!
 others_rc=0
-python -m pytest -q -p no:cacheprovider --durations=15 "${other_args[@]}" tests/integration > "$logs/others.log" 2>&1 \
-    || others_rc=$?
+( python -m pytest -q -p no:cacheprovider --durations=15 "${other_args[@]}" tests/integration \
+  && molecule_scenarios "${others_scenarios[@]}" ) > "$logs/others.log" 2>&1 || others_rc=$?
 echo "(stream took $((SECONDS - started)) s)" >> "$logs/others.log"
 host_rc=0 upgrade_rc=0
 wait "$host_pid" || host_rc=$?
