@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Run a command in its own process group, wait until it holds at a step boundary, then SIGKILL the group.
 
 usage: kill_at.py MARKER TIMEOUT LOCK_FILE -- ansible-playbook ...
