@@ -458,11 +458,11 @@ def _backup(path, stamp):
 class Handback(object):
     """Write (state present) or remove (absent) the hand-back of ``service`` in the compose project."""
 
-    def __init__(self, project_dir, service, image=None, volume=None, target="/var/lib/postgresql/data",
+    def __init__(self, project_dir, service, image=None, volume=None, data_dir="/var/lib/postgresql/data",
                  state="present", **_ignored):
         self.project_dir = project_dir
         self.service = service
-        self.change = {"image": image, "volume": volume, "target": target} if state == "present" else None
+        self.change = {"image": image, "volume": volume, "target": data_dir} if state == "present" else None
         if state == "present" and not (image or volume):
             raise ComposeError("a hand-back of service %s needs an image or a volume" % service)
 

@@ -216,6 +216,7 @@ def test_bad_projects_name_what_is_missing(tmp_path):
 
 
 CHANGE = {"image": "nl-biomero/postgres:17", "volume": "p_database-pg17", "target": "/var/lib/postgresql/data"}
+ARGS = {"image": CHANGE["image"], "volume": CHANGE["volume"], "data_dir": CHANGE["target"]}
 
 
 def test_override_data_adds_and_removes_per_service():
@@ -269,16 +270,16 @@ def _files(path):
 
 def test_handback_writes_the_default_override_and_removes_it(tmp_path):
     d = project(tmp_path)
-    check = compose.Handback(d, "database", **CHANGE).run(check_mode=True)
+    check = compose.Handback(d, "database", **ARGS).run(check_mode=True)
     assert check["changed"] and _files(d) == [".env", "docker-compose.yml"]
     assert check["compose_files"] == [d + "/docker-compose.yml", d + "/docker-compose.override.yml"]
-    done = compose.Handback(d, "database", **CHANGE).run()
+    done = compose.Handback(d, "database", **ARGS).run()
     assert done["changed"] and done["backups"] == [] and done["file"] == d + "/docker-compose.override.yml"
     text = (tmp_path / "docker-compose.override.yml").read_text()
     assert text == check["diff"][0]["after"]
     assert yaml.safe_load(text)["services"]["database"]["image"] == "nl-biomero/postgres:17"
     assert (tmp_path / ".env").read_text() == ENV
-    assert not compose.Handback(d, "database", **CHANGE).run()["changed"]
+    assert not compose.Handback(d, "database", **ARGS).run()["changed"]
     gone = compose.Handback(d, "database", state="absent").run()
     assert gone["changed"] and len(gone["backups"]) == 1 and gone["backups"][0].startswith(
         d + "/docker-compose.override.yml.nlb-backup-")
@@ -289,7 +290,7 @@ def test_handback_writes_the_default_override_and_removes_it(tmp_path):
 def test_handback_beside_a_users_override_uses_compose_file(tmp_path):
     user = "services:\n  omeroserver:\n    restart: always\n"
     d = project(tmp_path, {"docker-compose.yml": PLATFORM, "docker-compose.override.yml": user})
-    done = compose.Handback(d, "database", **CHANGE).run()
+    done = compose.Handback(d, "database", **ARGS).run()
     assert done["file"] == d + "/docker-compose.nl-biomero.yml"
     assert (tmp_path / "docker-compose.override.yml").read_text() == user
     env = compose.parse_env((tmp_path / ".env").read_text())
@@ -308,7 +309,7 @@ def test_handback_beside_a_users_override_uses_compose_file(tmp_path):
 def test_handback_keeps_a_compose_file_set_before(tmp_path):
     env = ENV + "COMPOSE_FILE=docker-compose.yml:extra.yml\n"
     d = project(tmp_path, {"docker-compose.yml": PLATFORM, "extra.yml": "version: '3.8'\nservices: {}\n"}, env=env)
-    compose.Handback(d, "database", **CHANGE).run()
+    compose.Handback(d, "database", **ARGS).run()
     assert compose.parse_env((tmp_path / ".env").read_text())["COMPOSE_FILE"] == \
         "docker-compose.yml:extra.yml:docker-compose.nl-biomero.yml"
     assert not (tmp_path / "docker-compose.override.yml").exists()
@@ -319,7 +320,7 @@ def test_handback_keeps_a_compose_file_set_before(tmp_path):
 def test_handback_refuses_what_it_cannot_do_and_changes_nothing(tmp_path):
     d = project(tmp_path)
     with pytest.raises(ComposeError, match="has no service nope"):
-        compose.Handback(d, "nope", **CHANGE).run()
+        compose.Handback(d, "nope", **ARGS).run()
     with pytest.raises(ComposeError, match="needs an image or a volume"):
         compose.Handback(d, "database")
     with pytest.raises(ComposeError, match=r"mounts database:/var/lib/postgresql/data, "
@@ -327,10 +328,10 @@ def test_handback_refuses_what_it_cannot_do_and_changes_nothing(tmp_path):
         (tmp_path / "docker-compose.yml").write_text(PLATFORM.replace(
             '- "database:/var/lib/postgresql/data"',
             '- "database:/var/lib/postgresql/data"\n      - "logs:/var/lib/postgresql/data/logs"'))
-        compose.Handback(d, "database", **dict(CHANGE, target="/var/lib/postgresql")).run()
+        compose.Handback(d, "database", **dict(ARGS, data_dir="/var/lib/postgresql")).run()
     assert _files(d) == [".env", "docker-compose.yml"]
     # the page's log directory inside the data directory stays when the data mount is replaced in place
-    assert compose.Handback(d, "database", **CHANGE).run(check_mode=True)["changed"]
+    assert compose.Handback(d, "database", **ARGS).run(check_mode=True)["changed"]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
@@ -339,6 +340,6 @@ def test_handback_refuses_a_read_only_project(tmp_path):
     os.chmod(d, 0o555)
     try:
         with pytest.raises(ComposeError, match="not writable"):
-            compose.Handback(d, "database", **CHANGE).run(check_mode=True)
+            compose.Handback(d, "database", **ARGS).run(check_mode=True)
     finally:
         os.chmod(d, 0o755)
