@@ -553,3 +553,47 @@ def _user():
         return pwd.getpwuid(os.geteuid()).pw_name
     except (ImportError, KeyError):
         return "uid %d" % os.geteuid()
+
+
+def handed_back(project_dir, service):
+    """Whether a file the collection wrote in ``project_dir`` holds a hand-back of ``service``."""
+    for name in (DEFAULT_OVERRIDE, OWN_FILE):
+        path = os.path.join(project_dir, name)
+        try:
+            text = _read(path)
+        except (IOError, OSError):
+            continue
+        if text.startswith(MARKER) and service in ((read_own(text)[0] or {}).get("services") or {}):
+            return True
+    return False
+
+
+def upgrade_problems(labels, target_image, new_volume, data_dir):
+    """(compose, problems) for an upgrade of a container with ``labels``: compose None when compose did not
+    make it; else what the hand-back needs (working_dir, service, data_dir, ...) and why it cannot be
+    written (the project's directory, files, service, write access), checked without changing anything."""
+    seen = compose_labels(labels)
+    if seen is None:
+        return None, []
+    seen["data_dir"] = data_dir
+    where = "compose project %s (service %s)" % (seen["project"], seen["service"])
+    if not seen["working_dir"]:
+        return seen, ["%s: the container's labels do not name the project directory (%s)" % (where, WORKING_DIR)]
+    try:
+        project = read_project(seen["working_dir"])
+        loaded = set(os.path.normpath(path) for path in project["files"])
+        others = [path for path in seen["config_files"] if os.path.normpath(
+            os.path.join(seen["working_dir"], path)) not in loaded]
+        if others:
+            return seen, ["%s: the container was made with compose file(s) %s, which %s does not load by "
+                          "itself (docker-compose -f?); list them in COMPOSE_FILE in its .env so that the "
+                          "hand-back is loaded with them" % (where, ", ".join(others), seen["working_dir"])]
+        if project["name"] != seen["project"]:
+            return seen, ["%s: %s is project %s for docker-compose (COMPOSE_PROJECT_NAME or its name), not %s "
+                          "(docker-compose -p?); set COMPOSE_PROJECT_NAME=%s in its .env"
+                          % (where, seen["working_dir"], project["name"], seen["project"], seen["project"])]
+        Handback(seen["working_dir"], seen["service"], image=target_image, volume=new_volume,
+                 data_dir=data_dir).run(check_mode=True)
+    except ComposeError as exc:
+        return seen, ["%s: %s" % (where, exc)]
+    return seen, []

@@ -343,3 +343,41 @@ def test_handback_refuses_a_read_only_project(tmp_path):
             compose.Handback(d, "database", **ARGS).run(check_mode=True)
     finally:
         os.chmod(d, 0o755)
+
+
+# ---- what an upgrade of a compose-made container checks first
+
+
+def _made_by(d, project="p", files=None):
+    return {compose.PROJECT: project, compose.SERVICE: "database", compose.WORKING_DIR: d,
+            compose.CONFIG_FILES: ",".join(files or [d + "/docker-compose.yml"])}
+
+
+def test_upgrade_problems_pass_and_name_what_is_missing(tmp_path):
+    d = project(tmp_path, env=ENV + "COMPOSE_PROJECT_NAME=p\n")
+    assert compose.upgrade_problems({}, "x", "v", "/d") == (None, [])
+    seen, problems = compose.upgrade_problems(_made_by(d), "nl-biomero/postgres:17", "p_database-pg17",
+                                              "/var/lib/postgresql/data")
+    assert problems == [] and seen["service"] == "database" and seen["data_dir"] == "/var/lib/postgresql/data"
+    assert _files(d) == [".env", "docker-compose.yml"]
+    _, problems = compose.upgrade_problems(_made_by(d, project="q"), "i", "v", "/var/lib/postgresql/data")
+    assert problems == ["compose project q (service database): %s is project p for docker-compose "
+                        "(COMPOSE_PROJECT_NAME or its name), not q (docker-compose -p?); set "
+                        "COMPOSE_PROJECT_NAME=q in its .env" % d]
+    _, problems = compose.upgrade_problems(_made_by(d, files=[d + "/other.yml"]), "i", "v", "/var/lib/postgresql/data")
+    assert "made with compose file(s) %s/other.yml" % d in problems[0]
+    _, problems = compose.upgrade_problems(_made_by(str(tmp_path / "gone")), "i", "v", "/d")
+    assert problems == ["compose project p (service database): compose project directory %s/gone does not exist"
+                        % tmp_path]
+    labels = _made_by(d)
+    del labels[compose.WORKING_DIR]
+    assert "do not name the project directory" in compose.upgrade_problems(labels, "i", "v", "/d")[1][0]
+
+
+def test_handed_back(tmp_path):
+    d = project(tmp_path)
+    assert not compose.handed_back(d, "database")
+    compose.Handback(d, "database", **ARGS).run()
+    assert compose.handed_back(d, "database") and not compose.handed_back(d, "database-biomero")
+    (tmp_path / "docker-compose.override.yml").write_text("services: {database: {image: mine}}\n")
+    assert not compose.handed_back(d, "database")
