@@ -128,8 +128,16 @@ def _state(name):
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
+# The user's own override file (the hand-back must then go into COMPOSE_FILE, beside it).
+USER_OVERRIDE = """version: "3.8"
+services:
+  omeroserver:
+    restart: unless-stopped
+"""
+
+
 @pytest.fixture
-def site(tmp_path):
+def site(request, tmp_path):
     require_image(15)
     require_image(17)
     name = unique("nlbtest-compose")
@@ -138,12 +146,15 @@ def site(tmp_path):
     (tmp_path / "work").mkdir()
     (directory / "docker-compose.yml").write_text(PROJECT.format(pg15=IMAGES[15]))
     (directory / ".env").write_text(ENV.format(name=name))
+    if getattr(request, "param", None) == "user_override":
+        (directory / "docker-compose.override.yml").write_text(USER_OVERRIDE)
     project = Project(str(directory), name)
     try:
         project.up()
         yield project
     finally:
-        project.compose("down", "-v", "--remove-orphans", check=False)
+        # -p: a test may have changed the project name in .env
+        project.compose("-p", name, "down", "-v", "--remove-orphans", check=False)
         for volume in ("%s_database-pg17" % name, "%s_database-biomero-pg17" % name):
             engine("volume", "rm", "-f", volume, check=False)
         for left in engine("ps", "-aq", "--filter", "label=com.docker.compose.project=" + name).stdout.split():
@@ -188,6 +199,8 @@ def test_bad_projects_are_refused_naming_the_value(site, tmp_path):
     assert _state(site.db) == "true %s" % IMAGES[15] and _state(site.client).startswith("true")
     assert site.files() == [".env", "docker-compose.yml"]
     assert engine("volume", "inspect", "%s_database-pg17" % site.name, check=False).returncode != 0
+    with open(env_path, "w") as handle:
+        handle.write(original)
 
 
 def test_upgrade_hand_back_survives_compose_up_and_rollback(site):
@@ -244,3 +257,36 @@ def test_upgrade_hand_back_survives_compose_up_and_rollback(site):
     # writable again (the upgrade's write fence is lifted)
     site.sql("INSERT INTO t VALUES (102, 'after the rollback')")
     assert _state(site.client).startswith("true")
+
+
+@pytest.mark.parametrize("site", ["user_override"], indirect=True)
+def test_handback_beside_a_users_override_and_rollback_right_away(site):
+    """The project has its own docker-compose.override.yml: the hand-back is docker-compose.nl-biomero.yml,
+    listed last in COMPOSE_FILE; a rollback straight after the upgrade (no up in between) restores .env."""
+    env_before = open(os.path.join(site.dir, ".env")).read()
+    site.sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 10)")
+    proc = site.playbook("upgrade.yml")
+    assert proc.returncode == 0, "the upgrade failed:\n%s\n%s" % (proc.stdout[-6000:], proc.stderr[-2000:])
+    assert site.files() == [".env", "docker-compose.nl-biomero.yml", "docker-compose.override.yml",
+                            "docker-compose.yml"]
+    assert open(os.path.join(site.dir, "docker-compose.override.yml")).read() == USER_OVERRIDE
+    with open(os.path.join(site.dir, ".env")) as handle:
+        assert handle.read() == env_before + (
+            "COMPOSE_FILE=docker-compose.yml:docker-compose.override.yml:docker-compose.nl-biomero.yml\n")
+    with open(os.path.join(site.dir, "docker-compose.nl-biomero.yml")) as handle:
+        assert "# nl-biomero-compose-file-before: null\n" in handle.read()
+    config = site.compose("config").stdout
+    assert "image: %s" % IMAGES[17] in config and "restart: unless-stopped" in config
+    site.sql("INSERT INTO t VALUES (11)")
+
+    proc = site.playbook("rollback.yml")
+    assert proc.returncode == 0, "the rollback failed:\n%s\n%s" % (proc.stdout[-6000:], proc.stderr[-2000:])
+    assert site.files() == [".env", "docker-compose.override.yml", "docker-compose.yml"]
+    assert open(os.path.join(site.dir, ".env")).read() == env_before
+    backups = sorted(name.split(".nlb-backup-")[0] for name in os.listdir(site.dir) if ".nlb-backup-" in name)
+    assert backups == [".env", ".env", "docker-compose.nl-biomero.yml"]
+    # the rollback started the old service itself; up changes nothing for it
+    assert _state(site.db) == "true %s" % IMAGES[15]
+    assert "%s is up-to-date" % site.db in site.compose("up", "-d").stderr
+    assert site.sql("SHOW server_version_num")[:2] == "15"
+    assert site.sql("SELECT count(*) FROM t") == "10"
