@@ -351,7 +351,7 @@ def override_data(current, version, service, change):
 
 
 def _volume_source(item):
-    return str(item).split(":")[0]
+    return str(item).split(":", 1)[0]
 
 
 def override_text(data, compose_file_before):

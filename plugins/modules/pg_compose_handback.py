@@ -68,7 +68,7 @@ notes:
   - Variables set only in the shell of whoever runs docker-compose are not seen; only the project's C(.env).
   - A new data directory that a mount of the old layout would sit inside (PostgreSQL 18 moved it) is refused.
 seealso:
-  - role: nl_biomero.database.postgres_upgrade
+  - module: nl_biomero.database.pg_upgrade_preflight
 """
 
 EXAMPLES = r"""
