@@ -40,6 +40,7 @@ OWN_FILE = "docker-compose.nl-biomero.yml"
 # First line of every file the collection writes; a file without it belongs to the user.
 MARKER = "# Written by nl_biomero.database: hand-back of the changes it made to this compose project."
 _BEFORE = "# nl-biomero-compose-file-before: "
+_REPLACED = "# nl-biomero-replaced-volumes: "
 SEPARATOR = ":"
 
 
@@ -307,15 +308,18 @@ def own_file(present, compose_file_set):
 
 
 def read_own(text):
-    """(data, compose_file_before) of a file the collection wrote; ComposeError when it is not ours."""
+    """(data, compose_file_before, replaced) of a file the collection wrote ({service: the data volume the
+    project's own files give it}); ComposeError when it is not ours."""
     import yaml
     if not text.startswith(MARKER):
         raise ComposeError("not a file written by nl_biomero.database")
-    before = False
+    before, replaced = False, {}
     for line in text.splitlines():
         if line.startswith(_BEFORE):
             before = json.loads(line[len(_BEFORE):])
-    return yaml.safe_load(text) or {}, before
+        elif line.startswith(_REPLACED):
+            replaced = json.loads(line[len(_REPLACED):])
+    return yaml.safe_load(text) or {}, before, replaced
 
 
 def override_data(current, version, service, change):
@@ -354,13 +358,15 @@ def _volume_source(item):
     return str(item).split(":", 1)[0]
 
 
-def override_text(data, compose_file_before):
-    """The file's text: the marker, what COMPOSE_FILE was before (false: we did not touch it), the YAML."""
+def override_text(data, compose_file_before, replaced=None):
+    """The file's text: the marker, what COMPOSE_FILE was before (false: we did not touch it), the volumes
+    the project's own files give the services (a rollback checks they still exist), the YAML."""
     import yaml
     lines = [MARKER,
              "# Do not edit: nl_biomero.database rewrites this file (upgrade) and removes it (rollback);",
              "# put your own settings in a file of yours.",
-             _BEFORE + json.dumps(compose_file_before)]
+             _BEFORE + json.dumps(compose_file_before),
+             _REPLACED + json.dumps(replaced or {}, sort_keys=True)]
     return "\n".join(lines) + "\n" + yaml.safe_dump(data, default_flow_style=False, sort_keys=False)
 
 
@@ -459,9 +465,10 @@ class Handback(object):
     """Write (state present) or remove (absent) the hand-back of ``service`` in the compose project."""
 
     def __init__(self, project_dir, service, image=None, volume=None, data_dir="/var/lib/postgresql/data",
-                 state="present", **_ignored):
+                 state="present", previous_volume=None, **_ignored):
         self.project_dir = project_dir
         self.service = service
+        self.previous_volume = previous_volume
         self.change = {"image": image, "volume": volume, "target": data_dir} if state == "present" else None
         if state == "present" and not (image or volume):
             raise ComposeError("a hand-back of service %s needs an image or a volume" % service)
@@ -479,7 +486,11 @@ class Handback(object):
         own = [name for name in (DEFAULT_OVERRIDE, OWN_FILE) if name in marked]
         own = own[0] if own else own_file(present, bool(listed))
         # before: what COMPOSE_FILE was when we added our file to it (None: unset); False: we did not touch it.
-        current, before = marked.get(own, ({}, False))
+        current, before, replaced = marked.get(own, ({}, False, {}))
+        self.replaced = replaced.get(self.service)
+        replaced = dict((key, value) for key, value in replaced.items() if key != self.service)
+        if self.change and (self.previous_volume or self.replaced):
+            replaced[self.service] = self.previous_volume or self.replaced
         if self.change and self.change.get("volume") and self.change.get("target"):
             self._check_target(project)
         data = override_data(current, project["version"], self.service, self.change)
@@ -494,7 +505,7 @@ class Handback(object):
             env_text = set_env_value(env_text, "COMPOSE_FILE", before if before is None or rest == before else rest)
         path = os.path.join(project["dir"], own)
         old_text = _read(path) if own in marked else ""
-        new_text = override_text(data, before) if data else ""
+        new_text = override_text(data, before, replaced) if data else ""
         return project, path, old_text, new_text, env_text
 
     def _check_target(self, project):
@@ -513,6 +524,7 @@ class Handback(object):
         project, path, old_text, new_text, env_text = self._plan()
         changed = old_text != new_text or env_text != project["env_text"]
         result = {"changed": changed, "file": path if (new_text or old_text) else None, "backups": [],
+                  "previous_volume": self.replaced,
                   "compose_files": [], "diff": [
                       {"before_header": path, "after_header": path, "before": old_text, "after": new_text}]}
         if env_text != project["env_text"]:

@@ -44,6 +44,12 @@ options:
   volume:
     description: The data volume (its real name) the service mounts at O(data_dir) from now on.
     type: str
+  previous_volume:
+    description:
+      - The data volume the project's own files give the service (the one O(volume) replaces); recorded in the
+        hand-back and returned by O(state=absent) (RV(previous_volume)), so that a rollback can check it still
+        exists before it gives the service back to the project's files.
+    type: str
   data_dir:
     description: Where O(volume) is mounted in the container.
     type: str
@@ -96,6 +102,10 @@ backups:
   returned: always
   type: list
   elements: str
+previous_volume:
+  description: The O(previous_volume) the hand-back of O(service) recorded (before this task); null when none.
+  returned: always
+  type: str
 compose_files:
   description: The files docker-compose loads for the project afterwards, in order.
   returned: always
@@ -119,7 +129,7 @@ def _run(module):
 def main():
     module = AnsibleModule(argument_spec=dict(
         project_dir=dict(type="path", required=True), service=dict(type="str", required=True),
-        image=dict(type="str"), volume=dict(type="str"), data_dir=dict(type="str", default="/var/lib/postgresql/data"),
+        image=dict(type="str"), volume=dict(type="str"), previous_volume=dict(type="str"), data_dir=dict(type="str", default="/var/lib/postgresql/data"),
         state=dict(type="str", choices=["present", "absent"], default="present")),
         required_if=[("state", "present", ("image", "volume"), True)], supports_check_mode=True)
     run_module(module, lambda: _run(module))

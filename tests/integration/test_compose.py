@@ -201,6 +201,19 @@ def test_bad_projects_are_refused_naming_the_value(site, tmp_path):
     assert engine("volume", "inspect", "%s_database-pg17" % site.name, check=False).returncode != 0
     with open(env_path, "w") as handle:
         handle.write(original)
+    # A rollback refuses when the volume the project's own files give the service is gone (compose would
+    # start an empty database there): nothing stopped, the hand-back stays.
+    gone = "%s_gone" % site.name
+    result = run_module("nl_biomero.database.pg_compose_handback", {
+        "project_dir": site.dir, "service": "database", "image": IMAGES[15], "volume": "%s_database" % site.name,
+        "previous_volume": gone})
+    assert result["changed"] and not result["failed"]
+    proc = site.playbook("rollback.yml")
+    assert proc.returncode != 0
+    assert "volume %s, which the compose project %s gives service database" % (gone, site.dir) in proc.stdout
+    assert _state(site.db) == "true %s" % IMAGES[15] and _state(site.client).startswith("true")
+    assert site.files() == [".env", "docker-compose.override.yml", "docker-compose.yml"]
+    assert engine("volume", "inspect", gone, check=False).returncode != 0
 
 
 def test_upgrade_hand_back_survives_compose_up_and_rollback(site):
@@ -217,6 +230,7 @@ def test_upgrade_hand_back_survives_compose_up_and_rollback(site):
             "# Do not edit: nl_biomero.database rewrites this file (upgrade) and removes it (rollback);\n"
             "# put your own settings in a file of yours.\n"
             "# nl-biomero-compose-file-before: false\n"
+            "# nl-biomero-replaced-volumes: {\"database\": \"%s_database\"}\n"
             "version: '3.8'\n"
             "services:\n"
             "  database:\n"
@@ -225,7 +239,7 @@ def test_upgrade_hand_back_survives_compose_up_and_rollback(site):
             "    - %s:/var/lib/postgresql/data\n"
             "volumes:\n"
             "  %s:\n"
-            "    external: true\n" % (IMAGES[17], volume, volume))
+            "    external: true\n" % (site.name, IMAGES[17], volume, volume))
     assert site.sql("SHOW server_version_num")[:2] == "17"
     site.sql("INSERT INTO t VALUES (101, 'after the upgrade')")
 

@@ -239,8 +239,9 @@ def test_override_text_is_marked_and_remembers_compose_file():
     data = compose.override_data({}, "3.8", "database", CHANGE)
     text = compose.override_text(data, "a.yml:b.yml")
     assert text.startswith(compose.MARKER)
-    assert compose.read_own(text) == (data, "a.yml:b.yml")
-    assert compose.read_own(compose.override_text(data, None))[1] is None
+    assert compose.read_own(text) == (data, "a.yml:b.yml", {})
+    assert compose.read_own(compose.override_text(data, None, {"database": "p_database"})) == (
+        data, None, {"database": "p_database"})
     with pytest.raises(ComposeError):
         compose.read_own("services: {}\n")
 
@@ -280,6 +281,10 @@ def test_handback_writes_the_default_override_and_removes_it(tmp_path):
     assert yaml.safe_load(text)["services"]["database"]["image"] == "nl-biomero/postgres:17"
     assert (tmp_path / ".env").read_text() == ENV
     assert not compose.Handback(d, "database", **ARGS).run()["changed"]
+    # the volume the project's own files give the service is remembered (a rollback checks it is there)
+    assert compose.Handback(d, "database", previous_volume="p_database", **ARGS).run()["changed"]
+    assert not compose.Handback(d, "database", **ARGS).run()["changed"]
+    assert compose.Handback(d, "database", state="absent").run(check_mode=True)["previous_volume"] == "p_database"
     gone = compose.Handback(d, "database", state="absent").run()
     assert gone["changed"] and len(gone["backups"]) == 1 and gone["backups"][0].startswith(
         d + "/docker-compose.override.yml.nlb-backup-")
