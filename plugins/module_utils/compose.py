@@ -490,7 +490,8 @@ class Handback(object):
         self.replaced = replaced.get(self.service)
         replaced = dict((key, value) for key, value in replaced.items() if key != self.service)
         if self.change and (self.previous_volume or self.replaced):
-            replaced[self.service] = self.previous_volume or self.replaced
+            # the first upgrade's: the project's own files still give the service that volume
+            replaced[self.service] = self.replaced or self.previous_volume
         if self.change and self.change.get("volume") and self.change.get("target"):
             self._check_target(project)
         data = override_data(current, project["version"], self.service, self.change)

@@ -285,6 +285,9 @@ def test_handback_writes_the_default_override_and_removes_it(tmp_path):
     assert compose.Handback(d, "database", previous_volume="p_database", **ARGS).run()["changed"]
     assert not compose.Handback(d, "database", **ARGS).run()["changed"]
     assert compose.Handback(d, "database", state="absent").run(check_mode=True)["previous_volume"] == "p_database"
+    # a second upgrade keeps the volume of the project's own files
+    compose.Handback(d, "database", previous_volume="p_database-pg17", **dict(ARGS, volume="p_database-pg18")).run()
+    assert compose.Handback(d, "database", state="absent").run(check_mode=True)["previous_volume"] == "p_database"
     gone = compose.Handback(d, "database", state="absent").run()
     assert gone["changed"] and len(gone["backups"]) == 1 and gone["backups"][0].startswith(
         d + "/docker-compose.override.yml.nlb-backup-")
