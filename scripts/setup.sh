@@ -92,6 +92,11 @@ esac
 command -v debootstrap >/dev/null || { log "installing debootstrap"; apt_install debootstrap; }
 # A real cron daemon for tests/integration/test_backup_cron.py (the role's cron variant).
 command -v cron >/dev/null || { log "installing cron"; apt_install cron; }
+# docker-compose 1.29.2 (Debian's package) for tests/integration/test_compose.py: a real compose project.
+if [ "$NLB_ENGINE" = docker ] && ! command -v docker-compose >/dev/null; then
+    log "installing docker-compose"
+    apt_install docker-compose
+fi
 log "building PostgreSQL images (skipped when up to date)"
 ENGINE="$NLB_ENGINE" "$REPO_ROOT/images/postgres/build.sh" 15 17
 # Podman beside docker, for tests/integration/test_podman.py (NLB_SKIP_PODMAN=1: neither).

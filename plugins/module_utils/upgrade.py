@@ -21,6 +21,8 @@ import re
 import time
 
 from ansible_collections.nl_biomero.database.plugins.module_utils import labels
+from ansible_collections.nl_biomero.database.plugins.module_utils.compose import (
+    compose_labels, handed_back, upgrade_problems)
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import ContainerEngine, pipe
 from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, container_env
@@ -310,6 +312,10 @@ class Preflight:
                                              self.engine.image_of(info), current_major, new_volume,
                                              target_major))
         result["spec"] = spec
+        # A container made by docker-compose: the hand-back must be writable before anything stops.
+        result["compose"], found = upgrade_problems((info.get("Config") or {}).get("Labels"), target_image,
+                                                    new_volume, new_data_mount)
+        problems += found
         if problems:
             result["action"] = "fail"
         return result
@@ -490,6 +496,15 @@ def recovery_result(container, journal=None, rollback=False, engine="auto"):
     plan = recovery_plan(container, engine.inspect(container), dict((k, v) for k, v in aside.items() if v),
                          staging, volumes, found, rollback)
     plan.update(changed=False, container=container, journal=found)
+    # A compose-made instance: its project (the labels survive compose re-creating it) and whether the
+    # project holds a hand-back of the service (after docker-compose up the container's upgrade labels are gone).
+    current = engine.inspect(container)
+    plan["compose"] = compose_labels(((current or {}).get("Config") or {}).get("Labels"))
+    if plan["compose"] is None:
+        plan["compose"] = next((compose_labels((info.get("Config") or {}).get("Labels")) for info in aside.values()
+                                if info and compose_labels((info.get("Config") or {}).get("Labels"))), None)
+    if plan["compose"] and plan["compose"]["working_dir"]:
+        plan["compose"]["handed_back"] = handed_back(plan["compose"]["working_dir"], plan["compose"]["service"])
     if plan["problems"]:
         plan.update(failed=True, msg="cannot bring back the old instance of %s: %s"
                     % (container, "; ".join(plan["problems"])))

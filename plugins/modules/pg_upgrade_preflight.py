@@ -154,6 +154,17 @@ spec:
       whose files are handed over by value, as the staging container has none of the old mounts).
   returned: when RV(action=upgrade)
   type: dict
+compose:
+  description:
+    - For a container made by docker-compose (its C(com.docker.compose.*) labels), the project (C(project),
+      C(service), C(working_dir), C(config_files), C(number)) and C(data_dir), the new data directory the
+      hand-back mounts the new volume at; null otherwise.
+    - The project must take the hand-back (M(nl_biomero.database.pg_compose_handback) in check mode); a
+      project directory that is missing, without a compose file or not writable, a service it does not
+      define, or containers made with other files or another project name than the directory gives are
+      problems.
+  returned: when RV(action=upgrade)
+  type: dict
 problems:
   description: Why the upgrade cannot go ahead (the module fails when not empty).
   returned: always

@@ -114,6 +114,15 @@ journal:
   description: The journal (null when there is none).
   returned: always
   type: dict
+compose:
+  description:
+    - For a container made by docker-compose, its project from the labels of the container called
+      O(container) (or of the old container set aside) and C(handed_back), whether the project holds a
+      hand-back of the service (M(nl_biomero.database.pg_compose_handback)); null otherwise.
+    - After C(docker-compose up) re-created the service from the hand-back, the container has no upgrade
+      labels (RV(state=clean)) and the hand-back is the only record of the upgrade.
+  returned: always
+  type: dict
 problems:
   description: Why the old instance cannot be brought back (the module fails when not empty).
   returned: always
