@@ -93,7 +93,7 @@ command -v debootstrap >/dev/null || { log "installing debootstrap"; apt_install
 # A real cron daemon for tests/integration/test_backup_cron.py (the role's cron variant).
 command -v cron >/dev/null || { log "installing cron"; apt_install cron; }
 log "building PostgreSQL images (skipped when up to date)"
-ENGINE="$NLB_ENGINE" "$REPO_ROOT/images/postgres/build.sh" 15 17
+ENGINE="$NLB_ENGINE" "$REPO_ROOT/images/postgres/build.sh" 15 17 18
 # Podman beside docker, for tests/integration/test_podman.py (NLB_SKIP_PODMAN=1: neither).
 if [ "$NLB_ENGINE" = docker ] && [ "${NLB_SKIP_PODMAN:-0}" != 1 ]; then
     ensure_podman
