@@ -150,6 +150,21 @@ rm -f /etc/ssl/private/ssl-cert-snakeoil.key /etc/ssl/certs/ssl-cert-snakeoil.pe
 find /etc/ssl/certs -xtype l -delete
 # uid/gid 999 like the official image, so volumes move between the two
 # without a chown.
+# Newer suites (forky) may give 999 to a system group or user first: it moves
+# to a free id below 999.
+free_id() { awk -F: '{ used[$3] = 1 } END { for (i = 998; i > 100; i--) if (!(i in used)) { print i; exit } }' "$1"; }
+other="$(getent group 999 | cut -d: -f1)"
+if [ -n "$other" ] && [ "$other" != postgres ]; then
+    new="$(free_id /etc/group)"
+    groupmod -g "$new" "$other"
+    find / -xdev -gid 999 -exec chgrp -h "$new" '{}' +
+fi
+other="$(getent passwd 999 | cut -d: -f1)"
+if [ -n "$other" ] && [ "$other" != postgres ]; then
+    new="$(free_id /etc/passwd)"
+    usermod -u "$new" "$other"
+    find / -xdev -uid 999 -exec chown -h "$new" '{}' +
+fi
 old_uid="$(id -u postgres)"; old_gid="$(id -g postgres)"
 if [ "$old_gid" != 999 ]; then
     groupmod -g 999 postgres
