@@ -186,8 +186,8 @@ mkdir -p /var/run/postgresql "$volume" "$pgdata" /docker-entrypoint-initdb.d
 chown postgres:postgres /var/run/postgresql /var/lib/postgresql "$volume" "$pgdata"
 chmod 3777 /var/run/postgresql
 chmod 700 "$pgdata"
-# 18+: /var/lib/postgresql/data points at the volume, as in the official image,
-# so that a volume mounted there by mistake fails instead of hiding the data.
+# 18+: /var/lib/postgresql/data points at the volume, as in the official image
+# (a volume mounted there by the old habit is not left beside the cluster).
 if [ "$pgdata" != /var/lib/postgresql/data ]; then ln -sT . /var/lib/postgresql/data; fi
 # Size: no docs, man pages, translations or apt caches.
 apt-get clean
