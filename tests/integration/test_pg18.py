@@ -63,6 +63,7 @@ def test_upgrade_to_18(prefix, tmp_path, old_major, strategy):
     before = dataset.fingerprint(old, DB)
     properties = _properties(old)
     legacy_hash = old.query(LEGACY_HASH)
+    view_rows = old.query("SELECT count(*) FROM recent")
     old_volume = inspect(old.name)["Mounts"][0]["Name"]
 
     rc, report, output = run_role(tmp_path, {"name": old.name, "strategy": strategy},
@@ -82,7 +83,11 @@ def test_upgrade_to_18(prefix, tmp_path, old_major, strategy):
     assert new.query("SHOW data_checksums") == "on"
     assert new.query("SHOW server_version_num").startswith("18")
     # The data, the properties, the roles: the same (the role verified it too).
-    assert dataset.fingerprint(new, DB) == before
+    after = dataset.fingerprint(new, DB)
+    # View definitions are printed differently by each major (15 qualifies columns): compared by their rows.
+    assert dict(after, objects=None) == dict(before, objects=None)
+    assert [o.split(":")[0] for o in after["objects"]] == [o.split(":")[0] for o in before["objects"]]
+    assert new.query("SELECT count(*) FROM recent") == view_rows
     assert _properties(new) == properties
     # The md5 hash is carried as it was (18 only warns about md5); logging in with it needs an md5 pg_hba line.
     assert new.query(LEGACY_HASH) == legacy_hash and legacy_hash.startswith("md5")
