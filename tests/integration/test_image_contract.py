@@ -337,5 +337,5 @@ def test_18_refuses_an_old_layout_cluster(stack):
     assert "PostgreSQL data in: /var/lib/postgresql" in proc.stderr, proc.stderr
     # The old cluster is untouched (the entrypoint only made the empty 18/docker beside it, as postgres:18 does).
     listing = engine("run", "--rm", *RUN_ARGS, "--entrypoint", "sh", "-v", "%s:/d" % old, stack.image, "-c",
-                     "cat /d/PG_VERSION; ls -A /d/base /d%s" % stack.pgdata[len(stack.mount):]).stdout.split()
+                     "cat /d/PG_VERSION; ls -A /d/base; ls -A /d%s" % stack.pgdata[len(stack.mount):]).stdout.split()
     assert listing == ["17"]
