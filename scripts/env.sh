@@ -20,6 +20,7 @@ export NLB_ENGINE="${NLB_ENGINE:-docker}"
 # Images built offline by images/postgres/build.sh.
 export NLB_IMAGE_PG15="${NLB_IMAGE_PG15:-nl-biomero/postgres:15}"
 export NLB_IMAGE_PG17="${NLB_IMAGE_PG17:-nl-biomero/postgres:17}"
+export NLB_IMAGE_PG18="${NLB_IMAGE_PG18:-nl-biomero/postgres:18}"
 
 link_collection() {
     mkdir -p "$COLLECTIONS_DIR/ansible_collections/nl_biomero"

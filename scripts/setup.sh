@@ -98,7 +98,7 @@ if [ "$NLB_ENGINE" = docker ] && ! command -v docker-compose >/dev/null; then
     apt_install docker-compose
 fi
 log "building PostgreSQL images (skipped when up to date)"
-ENGINE="$NLB_ENGINE" "$REPO_ROOT/images/postgres/build.sh" 15 17
+ENGINE="$NLB_ENGINE" "$REPO_ROOT/images/postgres/build.sh" 15 17 18
 # Podman beside docker, for tests/integration/test_podman.py (NLB_SKIP_PODMAN=1: neither).
 if [ "$NLB_ENGINE" = docker ] && [ "${NLB_SKIP_PODMAN:-0}" != 1 ]; then
     ensure_podman

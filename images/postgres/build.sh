@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Build the PostgreSQL images offline, from Debian packages only (no registry).
 #
-# usage: images/postgres/build.sh [15|17 ...]      (default: 15 17)
+# usage: images/postgres/build.sh [15|17|18 ...]   (default: 15 17 18)
 #
 #   15 -> Debian bookworm + postgresql-15 -> ${NLB_IMAGE_PG15:-nl-biomero/postgres:15}
 #   17 -> Debian trixie   + postgresql-17 -> ${NLB_IMAGE_PG17:-nl-biomero/postgres:17}
+#   18 -> Debian forky    + postgresql-18 -> ${NLB_IMAGE_PG18:-nl-biomero/postgres:18}
+#
+# From 18 on the images keep the official image's 18 layout: the volume is
+# /var/lib/postgresql and PGDATA=/var/lib/postgresql/<major>/docker.
 #
 # Environment:
 #   ENGINE              docker (default) or podman: the CLI that imports the image
@@ -20,7 +24,7 @@
 # in the archive do not change that hash: use NLB_FORCE_REBUILD=1 to pick
 # them up.
 #
-# Needs root (debootstrap, chroot) and debootstrap. Both builds run in parallel.
+# Needs root (debootstrap, chroot) and debootstrap. The builds run in parallel.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -40,6 +44,7 @@ suite_for() {
     case "$1" in
         15) echo bookworm ;;
         17) echo trixie ;;
+        18) echo forky ;;
         *) return 1 ;;
     esac
 }
@@ -48,7 +53,25 @@ tag_for() {
     case "$1" in
         15) echo "${NLB_IMAGE_PG15:-nl-biomero/postgres:15}" ;;
         17) echo "${NLB_IMAGE_PG17:-nl-biomero/postgres:17}" ;;
+        18) echo "${NLB_IMAGE_PG18:-nl-biomero/postgres:18}" ;;
     esac
+}
+
+# The official image's data layout (tuning.data_layout is the same rule):
+# "<volume> <PGDATA>".
+layout_for() {
+    if [ "$1" -ge 18 ]; then
+        echo "/var/lib/postgresql /var/lib/postgresql/$1/docker"
+    else
+        echo "/var/lib/postgresql/data /var/lib/postgresql/data"
+    fi
+}
+
+# debootstrap script of a suite: an older debootstrap (bookworm's) has no
+# script for newer suites; sid's works for them (same layout of the archive).
+script_for() {
+    local dir=/usr/share/debootstrap/scripts
+    if [ -e "$dir/$1" ]; then echo "$dir/$1"; else echo "$dir/sid"; fi
 }
 
 # Print the URI of the Debian main archive from the host's apt sources
@@ -116,7 +139,7 @@ inputs_hash() {
 configure_rootfs() {
     cat <<'EOF'
 set -eu
-major="$1"
+major="$1" volume="$2" pgdata="$3"
 export LC_ALL=C DEBIAN_FRONTEND=noninteractive
 # Debian's postgresql-common creates a "main" cluster on install: drop it, the
 # entrypoint creates the cluster in $PGDATA on first start.
@@ -127,6 +150,21 @@ rm -f /etc/ssl/private/ssl-cert-snakeoil.key /etc/ssl/certs/ssl-cert-snakeoil.pe
 find /etc/ssl/certs -xtype l -delete
 # uid/gid 999 like the official image, so volumes move between the two
 # without a chown.
+# Newer suites (forky) may give 999 to a system group or user first: it moves
+# to a free id below 999.
+free_id() { awk -F: '{ used[$3] = 1 } END { for (i = 998; i > 100; i--) if (!(i in used)) { print i; exit } }' "$1"; }
+other="$(getent group 999 | cut -d: -f1)"
+if [ -n "$other" ] && [ "$other" != postgres ]; then
+    new="$(free_id /etc/group)"
+    groupmod -g "$new" "$other"
+    find / -xdev -gid 999 -exec chgrp -h "$new" '{}' +
+fi
+other="$(getent passwd 999 | cut -d: -f1)"
+if [ -n "$other" ] && [ "$other" != postgres ]; then
+    new="$(free_id /etc/passwd)"
+    usermod -u "$new" "$other"
+    find / -xdev -uid 999 -exec chown -h "$new" '{}' +
+fi
 old_uid="$(id -u postgres)"; old_gid="$(id -g postgres)"
 if [ "$old_gid" != 999 ]; then
     groupmod -g 999 postgres
@@ -144,10 +182,13 @@ grep -qF "listen_addresses = '*'" "$sample"
 sed -i 's/^# *\(en_US.UTF-8 UTF-8\)/\1/' /etc/locale.gen
 locale-gen >/dev/null
 rm -rf /usr/share/i18n/charmaps/* /usr/share/i18n/locales/*
-mkdir -p /var/run/postgresql /var/lib/postgresql/data /docker-entrypoint-initdb.d
-chown postgres:postgres /var/run/postgresql /var/lib/postgresql /var/lib/postgresql/data
+mkdir -p /var/run/postgresql "$volume" "$pgdata" /docker-entrypoint-initdb.d
+chown postgres:postgres /var/run/postgresql /var/lib/postgresql "$volume" "$pgdata"
 chmod 3777 /var/run/postgresql
-chmod 700 /var/lib/postgresql/data
+chmod 700 "$pgdata"
+# 18+: /var/lib/postgresql/data points at the volume, as in the official image
+# (a volume mounted there by the old habit is not left beside the cluster).
+if [ "$pgdata" != /var/lib/postgresql/data ]; then ln -sT . /var/lib/postgresql/data; fi
 # Size: no docs, man pages, translations or apt caches.
 apt-get clean
 rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/debconf/*-old \
@@ -174,8 +215,15 @@ mounts_below() {
 build_one() {
     local major="$1" suite="$2" tag="$3" hash="$4"
     local dir="$WORK/pg$major" rootfs="$WORK/pg$major/rootfs"
+    local volume pgdata script
+    read -r volume pgdata <<<"$(layout_for "$major")"
+    script="$(script_for "$suite")"
     local mirror_arg=()
-    [ "$MIRROR" = default ] || mirror_arg=("$MIRROR")
+    [ "$MIRROR" = default ] || mirror_arg=("$MIRROR" "$script")
+    if [ "$MIRROR" = default ] && [ "$script" != "/usr/share/debootstrap/scripts/$suite" ]; then
+        log "$major" "this debootstrap has no '$suite' script: set NLB_APT_MIRROR (then sid's script is used)"
+        return 1
+    fi
     mkdir -p "$dir"
     local t0=$SECONDS
     log "$major" "debootstrap $suite (minbase + postgresql-$major) from ${MIRROR}"
@@ -188,7 +236,7 @@ build_one() {
         return 1
     fi
     log "$major" "debootstrap done in $((SECONDS - t0)) s"
-    configure_rootfs | chroot "$rootfs" /bin/sh -s "$major"
+    configure_rootfs | chroot "$rootfs" /bin/sh -s "$major" "$volume" "$pgdata"
     install -m 0755 "$HERE/docker-entrypoint.sh" "$rootfs/usr/local/bin/docker-entrypoint.sh"
     local m
     for m in $(mounts_below "$rootfs"); do umount -l "$m"; done
@@ -213,11 +261,11 @@ FROM $tmp_tag
 ENV PATH=$bindir:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
     LANG=C.UTF-8 \\
     PG_MAJOR=$major \\
-    PGDATA=/var/lib/postgresql/data
+    PGDATA=$pgdata
 LABEL $LABEL_KEY="$hash" \\
       org.opencontainers.image.title="nl-biomero postgres $major" \\
       org.opencontainers.image.description="PostgreSQL $major on Debian $suite, built offline by images/postgres/build.sh"
-VOLUME /var/lib/postgresql/data
+VOLUME $volume
 EXPOSE 5432
 STOPSIGNAL SIGINT
 ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]
@@ -272,10 +320,10 @@ cleanup() {
 
 main() {
     local majors=("$@")
-    [ "${#majors[@]}" -gt 0 ] || majors=(15 17)
+    [ "${#majors[@]}" -gt 0 ] || majors=(15 17 18)
     local major
     for major in "${majors[@]}"; do
-        suite_for "$major" >/dev/null || die "unsupported major '$major' (use 15 and/or 17)"
+        suite_for "$major" >/dev/null || die "unsupported major '$major' (use 15, 17 and/or 18)"
     done
     [ -f "$HERE/docker-entrypoint.sh" ] || die "missing $HERE/docker-entrypoint.sh"
     command -v "$ENGINE" >/dev/null || die "container engine '$ENGINE' not found (set ENGINE=docker|podman)"

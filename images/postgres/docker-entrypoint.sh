@@ -10,7 +10,8 @@
 #   POSTGRES_INITDB_ARGS          extra initdb arguments (shell words)
 #   POSTGRES_INITDB_WALDIR        put pg_wal elsewhere
 #   POSTGRES_HOST_AUTH_METHOD     pg_hba.conf method for TCP (scram-sha-256)
-#   PGDATA (/var/lib/postgresql/data)
+#   PGDATA (/var/lib/postgresql/data; from 18 on /var/lib/postgresql/<major>/docker,
+#          the image's volume being /var/lib/postgresql, as the official 18 image)
 #   /docker-entrypoint-initdb.d/*.sql, *.sql.gz, *.sql.xz, *.sql.zst, *.sh
 #                                 run once, in sorted order, on initialisation
 #   `docker run IMAGE -c key=value -N 500`  arguments go to postgres
@@ -70,8 +71,16 @@ want_help() {
     return 1
 }
 
+default_pgdata() {
+    if [ "${PG_MAJOR:-0}" -ge 18 ]; then
+        echo "/var/lib/postgresql/$PG_MAJOR/docker"
+    else
+        echo /var/lib/postgresql/data
+    fi
+}
+
 setup_env() {
-    export PGDATA="${PGDATA:-/var/lib/postgresql/data}"
+    export PGDATA="${PGDATA:-$(default_pgdata)}"
     if ! cluster_exists; then
         file_env POSTGRES_PASSWORD
         file_env POSTGRES_USER postgres
@@ -127,6 +136,22 @@ check_pgdata_empty() {
         die "PGDATA ($PGDATA) holds no cluster (no PG_VERSION) but is not empty ('$name').
        Empty it, or point PGDATA at a subdirectory of the volume."
     done
+}
+
+# 18+ (as the official image): a cluster of the old layout, or of another
+# major, under /var/lib/postgresql means the image was changed without an
+# upgrade of the data; initialising a new empty cluster beside it would hide it.
+check_old_databases() {
+    [ "${PG_MAJOR:-0}" -ge 18 ] || return 0
+    local dir found=()
+    for dir in /var/lib/postgresql /var/lib/postgresql/data /var/lib/postgresql/*/docker; do
+        [ "$dir" != "$PGDATA" ] && [ -s "$dir/PG_VERSION" ] && found+=("$dir")
+    done
+    [ "${#found[@]}" -eq 0 ] && return 0
+    die "PGDATA ($PGDATA) holds no cluster, but there is PostgreSQL data in: ${found[*]}
+       From 18 on the image keeps its cluster in /var/lib/postgresql/<major>/docker with
+       one volume at /var/lib/postgresql. Upgrade the old cluster's data first (role
+       postgres_upgrade), or mount the volume where its layout expects it."
 }
 
 write_hba() {
@@ -207,6 +232,7 @@ init_cluster() {
         return
     fi
     verify_minimum_env
+    check_old_databases
     check_pgdata_empty
     if [ -e "$tmp" ]; then
         log "removing the leftovers of a failed initialisation"

@@ -197,11 +197,20 @@ def classify(tokens):
 
 
 def _grant_is_plain(tokens):
-    """A GRANT with exactly one grantee after its last TO (no 'TO a, b' smuggling in an existing role)."""
-    words = [token[1].upper() if token[0] == "word" else token[1] for token in tokens if token[0] != ";"]
+    """A GRANT with exactly one grantee after its last TO (no 'TO a, b' smuggling in an existing role).
+
+    The grantee list ends at WITH or GRANTED: 16+ write options as a list
+    ('WITH ADMIN OPTION, INHERIT TRUE GRANTED BY x'), whose comma is no grantee.
+    """
+    body = [token for token in tokens if token[0] != ";"]
+    words = [token[1].upper() if token[0] == "word" else None for token in body]
     position = len(words) - 1 - words[::-1].index("TO")
-    rest = words[position + 2:]
-    return "," not in rest
+    for word, token in zip(words[position + 1:], body[position + 1:]):
+        if word in ("WITH", "GRANTED"):
+            break
+        if token[0] == "op" and token[1] == ",":
+            return False
+    return True
 
 
 def filter_globals(text, existing_roles, existing_tablespaces=(), carried_roles=()):

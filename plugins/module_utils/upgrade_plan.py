@@ -304,6 +304,20 @@ def _inside(path, directory):
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
+_LAYOUT_PGDATA = re.compile(r"^/var/lib/postgresql/(data|[0-9]+/docker)/*$")
+
+
+def _pgdata_follows(pgdata, old_data_mount, new_data_mount):
+    """Whether the new container keeps the PGDATA the old one set.
+
+    Only a PGDATA of the site's own (not a major's layout, see tuning.data_layout) in a data
+    mount that did not move: otherwise the target image's own PGDATA applies (17 -> 18: from
+    /var/lib/postgresql/data to /var/lib/postgresql/18/docker).
+    """
+    same_mount = bool(old_data_mount) and (old_data_mount.rstrip("/") or "/") == (new_data_mount.rstrip("/") or "/")
+    return same_mount and _inside(pgdata, new_data_mount) and not _LAYOUT_PGDATA.match(pgdata)
+
+
 def _config_options(config, image_config, container_id, network_mode):
     """Options from Config that the container set itself (what equals its image's is left to the new image)."""
     opts = {}
@@ -429,7 +443,7 @@ def clone_spec(info, image_info, target_image, new_volume, old_data_mount, new_d
     Everything the old container set is taken over except what the upgrade
     changes: the image, the data mount (``new_volume`` at ``new_data_mount``,
     see :func:`data_mounts`), the upgrade's labels (:func:`upgrade_labels`),
-    and a PGDATA that would lie outside the new data mount. Environment variables
+    and a PGDATA of a major's layout or outside the new data mount. Environment variables
     are given by name (``env_names``; the values are read by the role under
     no_log, never returned). What docker_container cannot set is refused by
     :func:`clone_problems`. ``staging`` is the specification of the staging
@@ -443,7 +457,7 @@ def clone_spec(info, image_info, target_image, new_volume, old_data_mount, new_d
 
     env_names = _env_names(config.get("Env"), image_config.get("Env"))
     pgdata = _env_value(config.get("Env"), "PGDATA")
-    if "PGDATA" in env_names and pgdata and not _inside(pgdata, new_data_mount):
+    if "PGDATA" in env_names and pgdata and not _pgdata_follows(pgdata, old_data_mount, new_data_mount):
         env_names.remove("PGDATA")
     spec["env_names"] = env_names
 

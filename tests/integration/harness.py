@@ -21,6 +21,7 @@ ENGINE = os.environ.get("NLB_ENGINE", "docker")
 IMAGES = {
     15: os.environ.get("NLB_IMAGE_PG15", "nl-biomero/postgres:15"),
     17: os.environ.get("NLB_IMAGE_PG17", "nl-biomero/postgres:17"),
+    18: os.environ.get("NLB_IMAGE_PG18", "nl-biomero/postgres:18"),
 }
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLLECTIONS = os.path.join(REPO_ROOT, ".build", "collections")
@@ -68,6 +69,12 @@ def require_image(major):
     return image
 
 
+def data_mount(major):
+    """Where an image of ``major`` wants its data volume (tuning.data_layout, the collection's rule)."""
+    from ansible_collections.nl_biomero.database.plugins.module_utils.tuning import data_layout
+    return data_layout(major)[0]
+
+
 class DbContainer:
     """A PostgreSQL test container on a named volume (the harness's, not module_utils' PgContainer)."""
 
@@ -88,7 +95,7 @@ class DbContainer:
             "-e", "POSTGRES_USER=" + self.user,
             "-e", "POSTGRES_PASSWORD=" + self.password,
             "-e", "POSTGRES_DB=" + self.database,
-            "-v", self.volume + ":/var/lib/postgresql/data",
+            "-v", self.volume + ":" + data_mount(self.major),
             *self.extra_args, self.image,
         )
         self.wait_ready()

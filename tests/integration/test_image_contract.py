@@ -4,6 +4,8 @@ The images stand in for the official ``postgres`` image on air-gapped hosts, so
 they must honour its contract: POSTGRES_USER/PASSWORD/PASSWORD_FILE/DB,
 init scripts run once, ``postgres`` arguments passed through, data on the
 volume, the server as PID 1 running as postgres, clean shutdown on stop.
+From 18 on the official 18 layout: the volume on /var/lib/postgresql, the
+cluster in /var/lib/postgresql/18/docker, an old layout's cluster refused.
 
 Runs against a real engine (``NLB_ENGINE``, docker by default). A missing image
 is a failure, never a skip. Everything created is named ``nlbtest-img-*``,
@@ -12,6 +14,7 @@ labelled with this run's id, and removed in teardown.
 e.g. ``--runtime runc --ulimit nofile=1024:1024``).
 """
 
+import json
 import os
 import shlex
 import time
@@ -20,11 +23,12 @@ import uuid
 import pytest
 
 from harness import ENGINE, IMAGES, engine
+
+from ansible_collections.nl_biomero.database.plugins.module_utils.tuning import data_layout
 RUN_ARGS = shlex.split(os.environ.get("NLB_ENGINE_RUN_ARGS", ""))
 PREFIX = "nlbtest-img-"
 RUN_ID = uuid.uuid4().hex[:8]
 RUN_LABEL = "org.nl-biomero.test-run=" + RUN_ID
-PGDATA = "/var/lib/postgresql/data"
 PG_BINARIES = ("pg_dump", "pg_restore", "psql", "pg_isready", "postgres", "initdb", "pg_dumpall")
 
 INIT_SQL = """\
@@ -46,6 +50,8 @@ class Stack:
     def __init__(self, major, tmpdir):
         self.major = major
         self.image = IMAGES[major]
+        # Where the volume goes and where the cluster lies (18: /var/lib/postgresql, 18/docker).
+        self.mount, self.pgdata = data_layout(major)
         self.tmpdir = tmpdir
         self.containers = []
         self.volumes = []
@@ -124,7 +130,7 @@ class Pg:
 
     def start(self, command=(), init=False, env=(), mounts=(), name=None):
         self.name = name or self.name
-        mounts = ["%s:%s" % (self.volume, PGDATA), *mounts]
+        mounts = ["%s:%s" % (self.volume, self.stack.mount), *mounts]
         if init:
             mounts.append("%s:/docker-entrypoint-initdb.d:ro" % self.stack.init_dir())
         base_env = [("POSTGRES_USER", self.user), ("POSTGRES_DB", self.database)]
@@ -168,7 +174,7 @@ class Pg:
         engine("rm", "-f", self.name, check=False)
 
 
-@pytest.fixture(scope="module", params=[15, 17], ids=["pg15", "pg17"])
+@pytest.fixture(scope="module", params=[15, 17, 18], ids=["pg15", "pg17", "pg18"])
 def stack(request, tmp_path_factory):
     stack = Stack(request.param, str(tmp_path_factory.mktemp("pg%s" % request.param)))
     try:
@@ -197,7 +203,8 @@ def test_image_configuration(stack):
     assert "/usr/lib/postgresql/%s/bin:" % stack.major in env
     assert '"LANG=C.UTF-8"' in env
     assert stopsignal == "SIGINT"
-    assert PGDATA in volumes
+    assert json.loads(volumes) == {stack.mount: {}}
+    assert '"PGDATA=%s"' % stack.pgdata in env
     assert "5432/tcp" in ports
     assert len(inputs) == 64, "label org.nl-biomero.inputs (the rebuild check) is missing"
 
@@ -258,7 +265,7 @@ def test_init_scripts_run_once_and_data_survive_recreation(stack):
     assert "01-marker.sql" not in logs(pg.name)
     assert pg.query("SELECT count(*) FROM init_marker WHERE note = 'from 01-marker.sql'") == "1"
     assert pg.query("SELECT count(*) FROM init_marker WHERE note = 'written by the test'") == "1"
-    ran = engine("exec", pg.name, "cat", PGDATA + "/init-sh.log").stdout.splitlines()
+    ran = engine("exec", pg.name, "cat", stack.pgdata + "/init-sh.log").stdout.splitlines()
     assert ran == ["init.sh ran for biomero"]
 
 
@@ -293,11 +300,11 @@ def test_refuses_to_initialise_without_password(stack):
     stack.require_image()
     name = stack.name("nopw")
     volume = stack.volume("nopw")
-    proc = stack.run(name, env=[("POSTGRES_USER", "x")], mounts=["%s:%s" % (volume, PGDATA)], detach=False)
+    proc = stack.run(name, env=[("POSTGRES_USER", "x")], mounts=["%s:%s" % (volume, stack.mount)], detach=False)
     assert proc.returncode != 0
     assert "POSTGRES_PASSWORD" in proc.stderr and "POSTGRES_HOST_AUTH_METHOD=trust" in proc.stderr
     listing = engine("run", "--rm", *RUN_ARGS, "--entrypoint", "ls", "-v", "%s:/d" % volume,
-                     stack.image, "-A", "/d").stdout.split()
+                     stack.image, "-A", "/d" + stack.pgdata[len(stack.mount):]).stdout.split()
     assert "PG_VERSION" not in listing
 
 
@@ -307,9 +314,28 @@ def test_log_directory_mounted_inside_pgdata(stack):
     host_logs = os.path.join(stack.tmpdir, "logs")
     os.makedirs(host_logs)
     pg = Pg(stack, "logs", user="postgres", password="pw", database="postgres")
-    pg.start(mounts=["%s:%s/logs" % (host_logs, PGDATA)],
+    pg.start(mounts=["%s:%s/logs" % (host_logs, stack.pgdata)],
              command=["postgres", "-c", "logging_collector=on", "-c", "log_directory=logs",
                       "-c", "log_filename=postgresql-%Y-%m-%d.log"])
     assert pg.query("SELECT 1") == "1"
     files = os.listdir(host_logs)
     assert any(f.startswith("postgresql-") for f in files), files
+
+
+def test_18_refuses_an_old_layout_cluster(stack):
+    """The image changed from 17 to 18 on the same volume: no new empty cluster hides the old one."""
+    if stack.major < 18:
+        pytest.skip("the 18 layout only")
+    stack.require_image()
+    old = stack.volume("old17")
+    # A 17 cluster at the root of the volume (mounted on /var/lib/postgresql/data before 18).
+    engine("run", "--rm", *RUN_ARGS, "--label", RUN_LABEL, "-v", "%s:/v" % old, "--entrypoint", "sh", stack.image,
+           "-c", "echo 17 > /v/PG_VERSION && mkdir /v/base")
+    proc = stack.run(stack.name("on-old"), env=[("POSTGRES_PASSWORD", "pw")], mounts=["%s:%s" % (old, stack.mount)],
+                     detach=False)
+    assert proc.returncode != 0
+    assert "PostgreSQL data in: /var/lib/postgresql" in proc.stderr, proc.stderr
+    # The old cluster is untouched (the entrypoint only made the empty 18/docker beside it, as postgres:18 does).
+    listing = engine("run", "--rm", *RUN_ARGS, "--entrypoint", "sh", "-v", "%s:/d" % old, stack.image, "-c",
+                     "cat /d/PG_VERSION; ls -A /d/base; ls -A /d%s" % stack.pgdata[len(stack.mount):]).stdout.split()
+    assert listing == ["17"]

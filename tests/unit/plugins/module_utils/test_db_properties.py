@@ -1,4 +1,4 @@
-"""Database-level properties from real pg_restore --create output (PostgreSQL 17, a name with a space)."""
+"""Database-level properties from real pg_restore --create output (PostgreSQL 17 and 18, a name with a space)."""
 
 import os
 
@@ -17,15 +17,17 @@ def _read(name):
         return handle.read()
 
 
-def test_database_entries_from_the_list():
-    lines = database_entries(_read("database_properties.list").splitlines(True))
+@pytest.mark.parametrize("suffix", ["", "_18"])
+def test_database_entries_from_the_list(suffix):
+    lines = database_entries(_read("database_properties%s.list" % suffix).splitlines(True))
     assert [line.split(" ", 3)[3] for line in lines] == [
         "DATABASE - om ero omero", 'COMMENT - DATABASE "om ero" omero', 'ACL - DATABASE "om ero" omero',
         "DATABASE PROPERTIES - om ero omero"]
 
 
-def test_properties_renamed_to_the_target():
-    options, apply = property_statements(_read("database_properties.sql"), "om ero", 'new "db"')
+@pytest.mark.parametrize("suffix", ["", "_18"])
+def test_properties_renamed_to_the_target(suffix):
+    options, apply = property_statements(_read("database_properties%s.sql" % suffix), "om ero", 'new "db"')
     assert options == {"ENCODING": "'UTF8'", "LOCALE_PROVIDER": "libc", "LOCALE": "'C.UTF-8'"}
     assert apply == [
         'ALTER DATABASE "new ""db""" OWNER TO omero;',

@@ -1,4 +1,4 @@
-"""The globals filter against hostile role settings, comments and names (real pg_dumpall 17 output)."""
+"""The globals filter against hostile role settings, comments and names (real pg_dumpall 17 and 18 output)."""
 
 import os
 
@@ -7,14 +7,14 @@ import pytest
 from ansible_collections.nl_biomero.database.plugins.module_utils.globals_sql import (
     GlobalsError, classify, filter_globals, globals_roles, split_statements, tokenize)
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "hostile_globals.sql")
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures")
 EVIL = "evil\nALTER ROLE plain SUPERUSER"
 SMUGGLER = "x\nGRANT pg_execute_server_program TO plain;--"
 
 
-@pytest.fixture
-def hostile():
-    with open(FIXTURE) as handle:
+@pytest.fixture(params=["hostile_globals.sql", "hostile_globals_18.sql"])
+def hostile(request):
+    with open(os.path.join(FIXTURES, request.param)) as handle:
         return handle.read()
 
 
@@ -183,3 +183,23 @@ def test_a_carried_role_keeps_its_attributes_password_and_settings_but_gains_no_
 def test_without_carried_roles_an_existing_role_is_left_alone():
     script, report = filter_globals("ALTER ROLE omero SET work_mem TO '7MB';\n", ["omero"])
     assert script == "\n" and report["roles_carried"] == []
+
+
+# Real pg_dumpall 17/18 output: from 16 on a membership's options are a list after WITH.
+@pytest.mark.parametrize("grant", [
+    "GRANT team TO reader WITH ADMIN OPTION, INHERIT TRUE GRANTED BY omero;",
+    "GRANT team TO reader WITH ADMIN OPTION GRANTED BY omero;",
+    "GRANT team TO reader;",
+])
+def test_a_membership_with_options_is_kept(grant):
+    script, report = filter_globals("CREATE ROLE reader;\nCREATE ROLE team;\n%s\n" % grant, ["omero"])
+    assert script.endswith(grant + "\n") and report["statements_left_out"] == []
+
+
+@pytest.mark.parametrize("grant", [
+    "GRANT team TO reader, omero WITH ADMIN OPTION, INHERIT TRUE GRANTED BY omero;",
+    "GRANT team TO reader, omero;",
+])
+def test_a_membership_to_a_list_is_left_out_even_with_options(grant):
+    script, _report = filter_globals("CREATE ROLE reader;\nCREATE ROLE team;\n%s\n" % grant, ["omero"])
+    assert "GRANT" not in script

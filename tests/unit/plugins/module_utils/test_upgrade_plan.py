@@ -370,6 +370,25 @@ def test_data_mounts(pgdata, current, target, data_dir, old, new):
     assert (mount["Destination"], new_mount) == (old, new)
 
 
+@pytest.mark.parametrize("pgdata, old_mount, new_mount, kept", [
+    # A site's own PGDATA in a data mount that stays where it was: kept.
+    ("/var/lib/postgresql/data/pgdata", DATA, DATA, True),
+    ("/pg/cluster", "/pg", "/pg", True),
+    # A major's layout (the provisioning role sets it explicitly): the target image's own PGDATA applies.
+    (DATA, DATA, DATA, False),
+    (DATA, DATA, "/var/lib/postgresql", False),
+    ("/var/lib/postgresql/18/docker", "/var/lib/postgresql", "/var/lib/postgresql", False),
+    # 17 -> 18: the data mount moved, a PGDATA below the old one means nothing in the new one.
+    ("/var/lib/postgresql/data/pgdata", DATA, "/var/lib/postgresql", False),
+    ("/srv/pg", "/srv", "/var/lib/postgresql", False),
+])
+def test_clone_spec_keeps_only_a_site_pgdata_in_an_unmoved_mount(pgdata, old_mount, new_mount, kept):
+    info = json.loads(json.dumps(RICH))
+    info["Config"]["Env"].append("PGDATA=" + pgdata)
+    spec = plan.clone_spec(info, IMAGE_WITH_PORT, "postgres:18", "v", old_mount, new_mount)
+    assert ("PGDATA" in spec["env_names"]) is kept
+
+
 def test_clone_spec_moves_the_data_mount_to_the_target_layout():
     spec = plan.clone_spec(OLD_CONTAINER, OLD_IMAGE, "postgres:18", "database-pg18", DATA, "/var/lib/postgresql")
     assert spec["mounts"][-1] == {"type": "volume", "source": "database-pg18", "target": "/var/lib/postgresql",
