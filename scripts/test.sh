@@ -19,7 +19,8 @@ echo "==> integration tests and Molecule scenarios (real engine: $NLB_ENGINE), i
 #   paths, cron.d, the check that no restore-test throwaway is left anywhere), one after the other, then
 #   the scenarios of postgres_backup (restore-test throwaways too) and postgres_container;
 # - others: every other integration test, then the fleet scenario;
-# - upgrade: the other scenarios of postgres_upgrade (their own nlbtest-* names).
+# - upgrade: the PostgreSQL 18 upgrade tests, then the other scenarios of postgres_upgrade (their own
+#   nlbtest-* names).
 host_wide=(test_backup_catalogue test_backup_cron test_backup_faults test_backup_lock test_backup_run
            test_example_inventory test_restore_lock)
 host_args=() other_args=()
@@ -46,17 +47,23 @@ found="$(for f in roles/*/molecule/*/molecule.yml; do dirname "$f"; done | sort)
 
 logs="$(mktemp -d)"
 started=$SECONDS
-( python -m pytest -q -p no:cacheprovider --durations=15 "${host_args[@]}" \
-  && molecule_scenarios "${host_scenarios[@]}"
-  rc=$?; echo "(stream took $((SECONDS - started)) s)"; exit $rc ) > "$logs/host.log" 2>&1 &
+# Each stream runs all its parts (a failure does not hide the others) and fails if any part failed.
+( rc=0
+  python -m pytest -q -p no:cacheprovider --durations=15 "${host_args[@]}" || rc=1
+  molecule_scenarios "${host_scenarios[@]}" || rc=1
+  echo "(stream took $((SECONDS - started)) s)"; exit $rc ) > "$logs/host.log" 2>&1 &
 host_pid=$!
-( molecule_scenarios "${upgrade_scenarios[@]}"
-  rc=$?; echo "(stream took $((SECONDS - started)) s)"; exit $rc ) > "$logs/upgrade.log" 2>&1 &
+( rc=0
+  python -m pytest -q -p no:cacheprovider --durations=5 tests/integration/test_pg18.py || rc=1
+  molecule_scenarios "${upgrade_scenarios[@]}" || rc=1
+  echo "(stream took $((SECONDS - started)) s)"; exit $rc ) > "$logs/upgrade.log" 2>&1 &
 upgrade_pid=$!
 others_rc=0
-( python -m pytest -q -p no:cacheprovider --durations=15 "${other_args[@]}" tests/integration \
-  && molecule_scenarios "${others_scenarios[@]}" ) > "$logs/others.log" 2>&1 || others_rc=$?
-echo "(stream took $((SECONDS - started)) s)" >> "$logs/others.log"
+( rc=0
+  python -m pytest -q -p no:cacheprovider --durations=15 "${other_args[@]}" --ignore=tests/integration/test_pg18.py \
+      tests/integration || rc=1
+  molecule_scenarios "${others_scenarios[@]}" || rc=1
+  echo "(stream took $((SECONDS - started)) s)"; exit $rc ) > "$logs/others.log" 2>&1 || others_rc=$?
 host_rc=0 upgrade_rc=0
 wait "$host_pid" || host_rc=$?
 wait "$upgrade_pid" || upgrade_rc=$?
