@@ -18,6 +18,8 @@ import time
 
 from ansible_collections.nl_biomero.database.plugins.module_utils import archive, labels, stack_rules, tuning
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import ContainerEngine, EngineError
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
+from ansible_collections.nl_biomero.database.plugins.module_utils.pg_archive import inspect_archive
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools import major_version
 from ansible_collections.nl_biomero.database.plugins.module_utils.restore import PgRestore
 from ansible_collections.nl_biomero.database.plugins.module_utils.stack_rules import ROLES, StackError
@@ -120,10 +122,18 @@ class Stack:
                              % (self.image, self.engine.binary))
         env = dict(item.split("=", 1) for item in (info.get("Config") or {}).get("Env") or [] if "=" in item)
         major = major_version(env.get("PG_MAJOR")) or major_version(self.image.rpartition(":")[2])
+        self.seed_formats = {}
         for role in ROLES:
             seed = self.seeds[role]
-            if seed and not os.path.isfile(os.path.expanduser(seed)):
-                raise StackError("%s_seed %s does not exist or is not a file" % (role, seed))
+            if not seed:
+                continue
+            if not os.path.exists(os.path.expanduser(seed)):
+                raise StackError("%s_seed %s does not exist" % (role, seed))
+            try:
+                # The header only: a file that is no dump or script fails here, before anything is made.
+                self.seed_formats[role] = inspect_archive(os.path.expanduser(seed))["format"]
+            except NlbError as exc:
+                raise StackError("%s_seed %s cannot be used: %s" % (role, seed, exc))
         return tuning.data_layout(major)[0]
 
     def _run_container(self, role, names, stack_labels, data_mount):
@@ -179,9 +189,13 @@ class Stack:
     def _seed(self, role, names):
         seed = self.seeds[role]
         account = self.accounts[role]
+        archive_seed = self.seed_formats.get(role) != "plain"
         result = PgRestore(container=names["containers"][role], database=account["database"],
                            src=seed, engine=self.engine.binary, login_user=account["user"],
-                           owner=account["user"], if_exists="replace", analyze=True).run()
+                           # A plain script carries its owners in its SQL; archives get the stack's user.
+                           owner=account["user"], no_owner=archive_seed, no_privileges=archive_seed,
+                           if_exists="replace",
+                           analyze=True).run()
         self.warnings.extend(result.get("warnings") or [])
         return {"src": result.get("src"), "format": result.get("format"), "rows": result.get("rows"),
                 "checksum_verified": result.get("checksum_verified")}

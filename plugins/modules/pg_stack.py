@@ -102,6 +102,8 @@ options:
       - "A file restored into O(omero_database) after start through the verified restore path (module
         M(nl_biomero.database.pg_restore_container)): a dump of the collection (its manifest checksum is verified),
         any C(pg_dump) archive (custom or tar), or a plain SQL script (C(.sql) or C(.sql.gz))."
+      - The archive's owners and privileges are not restored; O(omero_user) owns what it restores (a test stack
+        has no other roles).
       - Not given, the database stays empty.
     type: path
   biomero_seed:
