@@ -5,6 +5,7 @@ Every stack here is named nlbtest-stk-*; each test removes its stacks by name
 """
 import json
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -13,7 +14,7 @@ import time
 import psycopg2
 import pytest
 
-from harness import ENGINE, IMAGES, engine, require_image, run_module, unique
+from harness import ENGINE, IMAGES, REPO_ROOT, engine, require_image, run_module, unique
 from importer_fixture import SCHEMA_FULL
 
 MODULE = "nl_biomero.database.pg_stack"
@@ -284,3 +285,32 @@ def test_taken_port_leaves_nothing(image, tmp_path):
     finally:
         holder.close()
         _remove(stack, tmp_path)
+
+
+def readme_job():
+    """The shell job of README.md's "Test stacks in CI" section, exactly as written."""
+    text = open(os.path.join(REPO_ROOT, "README.md")).read()
+    section = text.split("## Test stacks in CI", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_ci_job(image, tmp_path):
+    """Run the README's job as a CI runner would (its own working directory, a job id); the test adds
+    only the job id. The stack is ci-<job id>; afterwards nothing labelled with it is left."""
+    job_id = unique("nlbtest-stk")
+    stack = "ci-" + job_id
+    if IMAGES[17] != "nl-biomero/postgres:17":
+        pytest.skip("the README's job uses the default image nl-biomero/postgres:17")
+    try:
+        proc = subprocess.run(["bash", "-c", readme_job()], cwd=str(tmp_path), env=dict(os.environ, CI_JOB_ID=job_id),
+                              capture_output=True, text=True, timeout=300, check=False)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert "EPHEMERAL" in proc.stdout + proc.stderr
+        # psql printed its row, python the BIOMERO URL's host:port/database (not the password).
+        assert re.search(r"^\s*1\s*$", proc.stdout, re.M), proc.stdout[-2000:]
+        assert re.search(r"^127\.0\.0\.1:\d+/biomero$", proc.stdout, re.M), proc.stdout[-2000:]
+        # The trap tore it down: nothing labelled, no files.
+        assert _labelled(stack) == []
+        assert os.listdir(str(tmp_path / ".stack")) == []
+    finally:
+        _remove(stack, tmp_path / ".stack")
