@@ -17,7 +17,7 @@ import os
 import time
 
 from ansible_collections.nl_biomero.database.plugins.module_utils import archive, labels, stack_rules, tuning
-from ansible_collections.nl_biomero.database.plugins.module_utils.engine import ContainerEngine, EngineError
+from ansible_collections.nl_biomero.database.plugins.module_utils.engine import ContainerEngine, EngineError, stream
 from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_archive import inspect_archive
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools import major_version
@@ -25,6 +25,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.restore import
 from ansible_collections.nl_biomero.database.plugins.module_utils.stack_rules import ROLES, StackError
 
 DEFAULT_FILES_DIR = "~/.cache/nl-biomero/stacks"
+DEFAULT_CACHE_DIR = "~/.cache/nl-biomero/stack-seeds"
 KINDS = ("container", "volume", "network")  # removal order: containers first, the network last
 
 
@@ -41,7 +42,7 @@ class Stack:
                  omero_database="omero", omero_password=None, biomero_user="biomero", biomero_database="biomero",
                  biomero_password=None, omero_seed=None, biomero_seed=None, files_dir=DEFAULT_FILES_DIR,
                  max_age=None, wait_timeout=120, tmpfs_size="1g", shm_size="256m", settings=None,
-                 show_secrets=False):
+                 show_secrets=False, seed_cache=True, cache_dir=DEFAULT_CACHE_DIR):
         self.name = stack_rules.check_name(name) if name is not None else None
         if name is None and max_age is None:
             raise StackError("give a stack name, a max_age (hours) for a sweep, or both")
@@ -68,6 +69,10 @@ class Stack:
         self.shm_size = shm_size
         self.settings = settings or {}
         self.show_secrets = bool(show_secrets)
+        self.seed_cache = bool(seed_cache)
+        self.cache_dir = os.path.abspath(os.path.expanduser(cache_dir or DEFAULT_CACHE_DIR))
+        self.cached = {}
+        self.seed_formats = {}
         self.warnings = []
 
     # -- what exists ---------------------------------------------------------------
@@ -122,7 +127,6 @@ class Stack:
                              % (self.image, self.engine.binary))
         env = dict(item.split("=", 1) for item in (info.get("Config") or {}).get("Env") or [] if "=" in item)
         major = major_version(env.get("PG_MAJOR")) or major_version(self.image.rpartition(":")[2])
-        self.seed_formats = {}
         for role in ROLES:
             seed = self.seeds[role]
             if not seed:
@@ -134,6 +138,18 @@ class Stack:
                 self.seed_formats[role] = inspect_archive(os.path.expanduser(seed))["format"]
             except NlbError as exc:
                 raise StackError("%s_seed %s cannot be used: %s" % (role, seed, exc))
+        self.cache_paths = {}
+        for role in ROLES:
+            seed = self.seeds[role]
+            if seed and self.seed_cache:
+                found = os.stat(os.path.realpath(os.path.expanduser(seed)))
+                key = stack_rules.seed_cache_key(info.get("Id"), self.accounts[role]["user"],
+                                                 self.accounts[role]["database"],
+                                                 (os.path.realpath(os.path.expanduser(seed)), found.st_size,
+                                                  found.st_mtime))
+                self.cache_paths[role] = os.path.join(self.cache_dir, "%s-%s.tar" % (role, key))
+                if os.path.isfile(self.cache_paths[role]):
+                    self.cached[role] = self.cache_paths[role]
         return tuning.data_layout(major)[0]
 
     def _run_container(self, role, names, stack_labels, data_mount):
@@ -150,7 +166,11 @@ class Stack:
         else:
             args += ["-v", "%s:%s" % (names["volumes"][role], data_mount)]
         args += stack_rules.publish_args(self.publish_address, self.ports[role])
-        args += [self.image] + stack_rules.server_command(self.ephemeral, self.settings)
+        command = stack_rules.server_command(self.ephemeral, self.settings)
+        if role in self.cached:
+            args += stack_rules.cached_start_args(self.cached[role], self.image, command)
+        else:
+            args += [self.image] + command
         # The password travels in the engine CLI's environment, never in argv.
         rc, _out, err = self.engine.call(*args, env={"POSTGRES_PASSWORD": account["password"]})
         if rc != 0:
@@ -168,10 +188,20 @@ class Stack:
             for role in list(pending):
                 container = names["containers"][role]
                 account = self.accounts[role]
+                # A prepared cluster skips initdb: its socket answers only when the real server runs,
+                # with the first stack's password until this one's is set.
+                host = [] if role in self.cached else ["-h", "127.0.0.1"]
                 rc, _out, _err = self.engine.exec_run(
-                    container, ["psql", "-X", "-q", "-h", "127.0.0.1", "-U", account["user"], "-d",
-                                account["database"], "-c", "SELECT 1"],
+                    container, ["psql", "-X", "-q"] + host + ["-U", account["user"], "-d",
+                                                             account["database"], "-c", "SELECT 1"],
                     env={"PGPASSWORD": account["password"]}, timeout=30)
+                if rc == 0 and role in self.cached:
+                    sql = stack_rules.alter_password_sql(account["user"], account["password"])
+                    rc, _out, err = self.engine.exec_run(
+                        container, ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", account["user"], "-d",
+                                    account["database"]], input_bytes=sql.encode("utf-8"), timeout=30)
+                    if rc != 0:
+                        raise StackError("setting the password in %s failed: %s" % (container, err.strip()))
                 if rc == 0:
                     pending.remove(role)
                     continue
@@ -199,6 +229,30 @@ class Stack:
         self.warnings.extend(result.get("warnings") or [])
         return {"src": result.get("src"), "format": result.get("format"), "rows": result.get("rows"),
                 "checksum_verified": result.get("checksum_verified")}
+
+    def _save_cluster(self, role, names):
+        """Keep the seeded cluster (pg_basebackup tar) for the next stack of the same seed; None on failure
+        (a warning: the stack itself is fine). Concurrent stacks each write their own file and rename."""
+        path = self.cache_paths[role]
+        tmp = None
+        try:
+            if not os.path.isdir(self.cache_dir):
+                os.makedirs(self.cache_dir, 0o700)
+            tmp = archive.temp_path_beside(path)
+            argv = self.engine.exec_argv(names["containers"][role], [
+                "pg_basebackup", "-D", "-", "-F", "t", "-X", "fetch", "-c", "fast", "-h", "/var/run/postgresql",
+                "-U", self.accounts[role]["user"]])
+            done = stream(argv, stdout=tmp, timeout=max(self.wait_timeout, 600), file_mode=0o600)
+            if done.rc != 0:
+                raise StackError("pg_basebackup failed: %s" % done.stderr.strip())
+            archive.place(tmp, path, force=True)
+            return path
+        except (NlbError, OSError) as exc:
+            self.warnings.append("the seeded cluster of %s was not kept for the next stack: %s" % (role, exc))
+            return None
+        finally:
+            if tmp:
+                archive.remove_path(tmp)
 
     def _host_port(self, role, names):
         container = names["containers"][role]
@@ -288,8 +342,13 @@ class Stack:
             ready = time.monotonic() - clock
             seeded = {}
             for role in ROLES:
-                if self.seeds[role]:
+                if role in self.cached:
+                    seeded[role] = {"src": self.seeds[role], "format": self.seed_formats.get(role),
+                                    "prepared_cluster": self.cached[role]}
+                elif self.seeds[role]:
                     seeded[role] = self._seed(role, names)
+                    if role in self.cache_paths:
+                        seeded[role]["prepared_cluster"] = self._save_cluster(role, names)
             details = self._details(names, created)
             paths, _changed = self._write_files(details, False)
         except BaseException as exc:

@@ -12,6 +12,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import hashlib
+import json
 import random
 import re
 import string
@@ -194,3 +196,28 @@ def stacks_to_sweep(created_by_stack, now, max_age_hours):
         if stamps and min(stamps) <= limit and NAME_RE.match(stack or ""):
             found.append((min(stamps), stack))
     return [stack for _stamp, stack in sorted(found)]
+
+
+# A prepared cluster of a seed (pg_basebackup tar) is extracted into PGDATA before the entrypoint
+# runs; the entrypoint then finds a cluster and starts it instead of running initdb.
+SEED_TAR_MOUNT = "/nlb-seed.tar"
+SEED_EXTRACT = ('tar -xf %s -C "$PGDATA" && chown -R postgres:postgres "$PGDATA" && chmod 700 "$PGDATA" '
+                '&& exec docker-entrypoint.sh "$@"' % SEED_TAR_MOUNT)
+
+
+def seed_cache_key(image_id, user, database, seed_identity):
+    """Name of the prepared cluster of a seed: the same image, user, database and seed file (path, size,
+    modification time) give the same key; any change gives another."""
+    text = json.dumps([image_id, user, database, list(seed_identity)], sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def cached_start_args(tar_path, image, command):
+    """``run`` arguments from the image on: extract the prepared cluster, then the image's entrypoint."""
+    return (["-v", "%s:%s:ro" % (tar_path, SEED_TAR_MOUNT), "--entrypoint", "sh", image, "-c", SEED_EXTRACT, "sh"]
+            + list(command))
+
+
+def alter_password_sql(user, password):
+    """SQL (fed on stdin, never argv) giving ``user`` ``password``; both quoted."""
+    return "ALTER ROLE \"%s\" PASSWORD '%s';\n" % (user.replace('"', '""'), password.replace("'", "''"))

@@ -109,6 +109,18 @@ options:
   biomero_seed:
     description: Like O(omero_seed), for O(biomero_database).
     type: path
+  seed_cache:
+    description:
+      - Keep the seeded cluster of each seed (a C(pg_basebackup) tar in O(cache_dir)) and start the next stack of
+        the same seed, image, user and database from it instead of restoring again; that stack gets its own
+        password. A seed file that changes (size or modification time) gets a new cluster.
+    type: bool
+    default: true
+  cache_dir:
+    description: Directory of the prepared clusters (0700; files 0600). They hold the seeds' data; remove them
+      when the seeds go.
+    type: path
+    default: ~/.cache/nl-biomero/stack-seeds
   settings:
     description: Extra server settings (C(-c name=value)) of both instances; they win over the ephemeral ones.
     type: dict
@@ -196,7 +208,8 @@ seconds:
   returned: when a stack was created
   type: float
 seeded:
-  description: Per role, the restored seed (src, format, rows, checksum_verified).
+  description: Per role, the restored seed (src, format, rows, checksum_verified) and C(prepared_cluster), the
+    cached cluster it was kept in or started from.
   returned: when a stack was created
   type: dict
 removed:
@@ -242,6 +255,8 @@ def main():
         wait_timeout=dict(type="int", default=120),
         max_age=dict(type="float"),
         show_secrets=dict(type="bool", default=False),
+        seed_cache=dict(type="bool", default=True),
+        cache_dir=dict(type="path", default="~/.cache/nl-biomero/stack-seeds"),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     run_module(module, lambda: stack_result(check_mode=module.check_mode, **module.params))

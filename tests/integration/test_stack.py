@@ -36,7 +36,8 @@ def _labelled(stack):
 
 
 def _args(stack, files_dir, **extra):
-    args = {"name": stack, "image": IMAGES[17], "files_dir": str(files_dir), "engine": ENGINE}
+    args = {"name": stack, "image": IMAGES[17], "files_dir": str(files_dir), "engine": ENGINE,
+            "cache_dir": os.path.join(str(files_dir), ".seeds")}
     args.update(extra)
     return args
 
@@ -198,6 +199,21 @@ INSERT INTO job SELECT generate_series(1, 1000);
         for role in ("omero", "biomero"):
             assert _query(other[role], "SELECT count(*) FROM job") == [(1000,)]
             assert _query(other[role], "SELECT count(*) FROM imports") == [(2,)]
+
+        # The tenth stack of a seed starts from the cluster the first one kept, with its own password.
+        kept = seeded["seeded"]["biomero"]["prepared_cluster"]
+        assert kept and _mode(kept) == 0o600 and _mode(os.path.dirname(kept)) == 0o700
+        fourth = unique("nlbtest-stk")
+        again = run_module(MODULE, _args(fourth, tmp_path, biomero_seed=dump["path"]))
+        assert again.get("changed") is True, again
+        assert again["seeded"]["biomero"]["prepared_cluster"] == kept and "rows" not in again["seeded"]["biomero"]
+        reused = json.load(open(again["files"]["json"]))
+        assert reused["biomero"]["password"] != other["biomero"]["password"]
+        assert _query(reused["biomero"], "SELECT count(*) FROM job") == [(1000,)]
+        assert _query(reused["biomero"], "SELECT count(*) FROM imports") == [(2,)]
+        assert _query(reused["biomero"], "SHOW fsync") == [("off",)]
+        _remove(fourth, tmp_path)
+        assert _labelled(fourth) == []
 
         # The same dump cut short: the restore fails, the stack is removed, the error names the seed.
         cut = dumps / "cut.pg_dump"

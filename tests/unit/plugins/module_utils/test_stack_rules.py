@@ -134,3 +134,24 @@ def test_sweep_bad_max_age(hours):
     with pytest.raises(rules.StackError) as err:
         rules.stacks_to_sweep({}, NOW, hours)
     assert "max_age %r" % (hours,) in str(err.value)
+
+
+def test_seed_cache_key_changes_with_every_input():
+    base = ("sha256:aa", "omero", "omero", ("/x.pg_dump", 10, 1.5))
+    key = rules.seed_cache_key(*base)
+    assert key == rules.seed_cache_key(*base) and len(key) == 32
+    for index, other in enumerate(["sha256:bb", "u2", "db2", ("/x.pg_dump", 11, 1.5)]):
+        changed = list(base)
+        changed[index] = other
+        assert rules.seed_cache_key(*changed) != key
+
+
+def test_cached_start_args():
+    args = rules.cached_start_args("/c/omero-k.tar", "img:17", ["postgres", "-c", "fsync=off"])
+    assert args[:4] == ["-v", "/c/omero-k.tar:/nlb-seed.tar:ro", "--entrypoint", "sh"]
+    assert args[4:6] == ["img:17", "-c"] and args[7:] == ["sh", "postgres", "-c", "fsync=off"]
+    assert "exec docker-entrypoint.sh \"$@\"" in args[6]
+
+
+def test_alter_password_sql_quotes():
+    assert rules.alter_password_sql('a"b', "it's") == 'ALTER ROLE "a""b" PASSWORD \'it\'\'s\';\n'
