@@ -11,7 +11,7 @@ DOCUMENTATION = r"""
 ---
 module: pg_stack
 short_description: A named test stack (OMERO DB + BIOMERO DB) for CI pipelines, seeded, with connection files; teardown and sweep
-version_added: 0.3.0
+version_added: 0.2.0
 description:
   - With O(state=present), creates the stack O(name) when it does not exist - a network C(<name>-net), the
     containers C(<name>-omero-db) and C(<name>-biomero-db) on it (network aliases C(database) and
