@@ -191,10 +191,9 @@ class Stack:
                 # A prepared cluster skips initdb: its socket answers only when the real server runs,
                 # with the first stack's password until this one's is set.
                 host = [] if role in self.cached else ["-h", "127.0.0.1"]
-                rc, _out, _err = self.engine.exec_run(
-                    container, ["psql", "-X", "-q"] + host + ["-U", account["user"], "-d",
-                                                             account["database"], "-c", "SELECT 1"],
-                    env={"PGPASSWORD": account["password"]}, timeout=30)
+                probe = ["psql", "-X", "-q"] + host + ["-U", account["user"], "-d", account["database"], "-c", "SELECT 1"]
+                rc, _out, _err = self.engine.exec_run(container, probe, env={"PGPASSWORD": account["password"]},
+                                                      timeout=30)
                 if rc == 0 and role in self.cached:
                     sql = stack_rules.alter_password_sql(account["user"], account["password"])
                     rc, _out, err = self.engine.exec_run(
@@ -330,8 +329,8 @@ class Stack:
             label_args += ["--label", "%s=%s" % (key, value)]
         clock = time.monotonic()
         try:
-            self.engine.checked("creating network %s" % names["network"], "network", "create", *(label_args +
-                                                                                                   [names["network"]]))
+            network_args = label_args + [names["network"]]
+            self.engine.checked("creating network %s" % names["network"], "network", "create", *network_args)
             if not self.ephemeral:
                 for role in ROLES:
                     self.engine.checked("creating volume %s" % names["volumes"][role], "volume", "create",

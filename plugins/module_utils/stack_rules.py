@@ -104,7 +104,7 @@ def generate_password(length=24, rng=None):
     """A password of letters and digits (safe in URLs, dotenv files and OMERO's config)."""
     rng = rng or random.SystemRandom()
     alphabet = string.ascii_letters + string.digits
-    return "".join(rng.choice(alphabet) for _ in range(length))
+    return "".join(rng.choice(alphabet) for _index in range(length))
 
 
 def _url_quote(text):
@@ -115,8 +115,8 @@ def _url_quote(text):
 
 
 def sqlalchemy_url(user, password, host, port, database):
-    return "postgresql+psycopg2://%s:%s@%s:%d/%s" % (_url_quote(user), _url_quote(password), host, int(port),
-                                                       _url_quote(database))
+    quoted = (_url_quote(user), _url_quote(password), host, int(port), _url_quote(database))
+    return "postgresql+psycopg2://%s:%s@%s:%d/%s" % quoted
 
 
 def connection_details(stack, network, ephemeral, created, instances):
