@@ -219,12 +219,14 @@ class Stack:
         seed = self.seeds[role]
         account = self.accounts[role]
         archive_seed = self.seed_formats.get(role) != "plain"
-        result = PgRestore(container=names["containers"][role], database=account["database"],
-                           src=seed, engine=self.engine.binary, login_user=account["user"],
-                           # A plain script carries its owners in its SQL; archives get the stack's user.
-                           owner=account["user"], no_owner=archive_seed, no_privileges=archive_seed,
-                           if_exists="replace",
-                           analyze=True).run()
+        try:
+            result = PgRestore(container=names["containers"][role], database=account["database"],
+                               src=seed, engine=self.engine.binary, login_user=account["user"],
+                               # A plain script carries its owners in its SQL; archives get the stack's user.
+                               owner=account["user"], no_owner=archive_seed, no_privileges=archive_seed,
+                               if_exists="replace", analyze=True).run()
+        except NlbError as exc:
+            raise StackError("%s_seed %s could not be restored: %s" % (role, seed, exc))
         self.warnings.extend(result.get("warnings") or [])
         return {"src": result.get("src"), "format": result.get("format"), "rows": result.get("rows"),
                 "checksum_verified": result.get("checksum_verified")}
