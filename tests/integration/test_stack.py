@@ -270,6 +270,13 @@ def test_max_age_sweep_removes_old_keeps_new(image, tmp_path):
         _remove(new, tmp_path)
 
 
+def test_check_mode_creates_nothing(image, tmp_path):
+    stack = unique("nlbtest-stk")
+    result = run_module(MODULE, _args(stack, tmp_path), check_mode=True)
+    assert result.get("changed") is True and result["msg"] == "would create stack %s" % stack, result
+    assert _labelled(stack) == [] and os.listdir(str(tmp_path)) == []
+
+
 def test_bad_name_is_refused(image, tmp_path):
     result = run_module(MODULE, _args("pr 1/x", tmp_path))
     assert result.get("failed") is True
