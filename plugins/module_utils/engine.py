@@ -458,6 +458,27 @@ class ContainerEngine:
             args += ["--filter", item]
         return self.checked("listing %ss" % kind, *args).split()
 
+    def labelled(self, kind, label):
+        """(name, labels dict) of every container (stopped too), volume or network carrying ``label``
+        ('key' or 'key=value'); docker and podman both inspect to JSON with Name(s) and Labels."""
+        if kind == "network":
+            listed = self.checked("listing networks", "network", "ls", "--format", "{{.Name}}",
+                                  "--filter", "label=%s" % label).split()
+        else:
+            listed = self.names(kind, "label=%s" % label)
+        if not listed:
+            return []
+        rc, out, err = self.call(kind, "inspect", *listed)
+        found = []
+        # A resource removed between ls and inspect makes inspect fail for it; the others still print.
+        for item in json.loads(out or "[]") if out.strip() else []:
+            name = (item.get("Name") or item.get("name") or "").lstrip("/")
+            item_labels = item.get("Labels") or item.get("labels") or (item.get("Config") or {}).get("Labels") or {}
+            found.append((name, item_labels))
+        if rc != 0 and not found and "no such" not in err.lower() and "not found" not in err.lower():
+            raise EngineError("%s %s inspect failed: %s" % (self.binary, kind, err.strip()))
+        return found
+
 
 class Session:
     """A long-lived child (e.g. ``exec -i psql``) fed lines and read up to a marker line.

@@ -29,3 +29,8 @@ RESTORE_TEST = INSTANCE_PREFIX + "restore-test"
 UPGRADE_INSTANCE = UPGRADE_PREFIX + "instance"
 UPGRADE_MAJOR = UPGRADE_PREFIX + "major"
 UPGRADE_STAGING_FOR = UPGRADE_PREFIX + "staging-for"
+
+# Test stacks (module pg_stack): the stack a resource belongs to, and when the stack was made
+# (epoch seconds), so that a teardown finds exactly what it made and a max_age sweep finds old stacks.
+STACK = INSTANCE_PREFIX + "stack"
+STACK_CREATED = INSTANCE_PREFIX + "stack-created"
