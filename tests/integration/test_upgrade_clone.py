@@ -15,6 +15,7 @@ off, and the old cluster's WAL archive must be untouched.
 
 import json
 import os
+import random
 import subprocess
 import time
 
@@ -135,6 +136,18 @@ def site(tmp_path):
     engine("network", "rm", names["network"], check=False)
 
 
+def _free_subnet(network):
+    """Create ``network`` on a /24 outside the engine's default pools (172.17-31, 192.168) that no network of
+    this host overlaps; returns its first three octets."""
+    for third in random.sample(range(1, 255), 20):
+        prefix = "10.231.%d" % third
+        created = engine("network", "create", "--subnet", prefix + ".0/24", network, check=False)
+        if created.returncode == 0:
+            return prefix
+        assert "overlaps" in created.stderr, created.stderr
+    raise AssertionError("no free /24 in 10.231.0.0/16 for the test network")
+
+
 def test_new_container_is_a_complete_clone_and_staging_is_walled_off(site):
     old_image, new_image = require_image(15), require_image(17)
     work = site["dir"]
@@ -144,10 +157,10 @@ def test_new_container_is_a_complete_clone_and_staging_is_walled_off(site):
     os.chmod(os.path.join(work, "backups"), 0o700)
     with open(os.path.join(work, "secrets", "pw"), "w") as handle:
         handle.write("pw from file\n")
-    engine("network", "create", "--subnet", "172.31.251.0/24", site["network"])
+    subnet = _free_subnet(site["network"])
     engine(
         "run", "-d", "--name", site["container"], "--pull", "never",
-        "--network", site["network"], "--network-alias", "rich-db", "--ip", "172.31.251.10",
+        "--network", site["network"], "--network-alias", "rich-db", "--ip", subnet + ".10",
         "-p", "127.0.0.1::5432", "--expose", "7000",
         "--cap-add", "SYS_PTRACE", "--cap-drop", "MKNOD", "--security-opt", "no-new-privileges",
         "--read-only", "--tmpfs", "/run/postgresql:rw,size=16m", "--tmpfs", "/tmp",
