@@ -114,7 +114,7 @@ class Bench:
         _rc, out, _err = run([self.engine, "ps", "-aq", "--filter", "name=" + self.prefix], check=False)
         ids = out.split()
         if ids:
-            run([self.engine, "rm", "-f"] + ids, check=False)
+            run([self.engine, "rm", "-f", "-v"] + ids, check=False)
         _rc, out, _err = run([self.engine, "volume", "ls", "-q", "--filter", "name=" + self.prefix], check=False)
         vols = [v for v in out.split() if not (keep_golden and v == self.golden)]
         if vols:
@@ -189,7 +189,7 @@ class Bench:
         log("database %s: %.0f MB, %d rows, generated in %.0f s"
             % (DB, facts["db_bytes"] / MB, int(facts["rows"]), facts["generate_s"]))
         run([self.engine, "stop", "-t", "60", self.instance])
-        run([self.engine, "rm", "-f", self.instance])
+        run([self.engine, "rm", "-f", "-v", self.instance])
 
     def prepare(self):
         """Fresh copy of the golden volume, the old instance on it and the running client."""

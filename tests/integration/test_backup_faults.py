@@ -23,7 +23,7 @@ def client():
     name = unique("nlbtest-flt-client")
     engine("run", "-d", "--name", name, "--restart", "unless-stopped", "--entrypoint", "sleep", IMAGES[17], "infinity")
     yield name
-    engine("rm", "-f", name, check=False)
+    engine("rm", "-f", "-v", name, check=False)
 
 
 @pytest.fixture

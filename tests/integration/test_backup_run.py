@@ -61,7 +61,7 @@ def client():
     engine("run", "-d", "--name", name, "--entrypoint", "sleep", IMAGES[17], "infinity")
     engine("exec", name, "sh", "-c", "mkdir -p /OMERO/ManagedRepository && echo pixels > /OMERO/ManagedRepository/a.tif")
     yield name
-    engine("rm", "-f", name, check=False)
+    engine("rm", "-f", "-v", name, check=False)
 
 
 @pytest.fixture

@@ -171,7 +171,7 @@ class Pg:
         return time.monotonic() - started
 
     def remove(self):
-        engine("rm", "-f", self.name, check=False)
+        engine("rm", "-f", "-v", self.name, check=False)
 
 
 @pytest.fixture(scope="module", params=[15, 17, 18], ids=["pg15", "pg17", "pg18"])

@@ -308,7 +308,7 @@ def test_container_stopped(tmp_path):
         assert "container '%s' is not running (status: exited)" % name in result["msg"]
         assert_nothing_written(tmp_path)
     finally:
-        engine("rm", "-f", name, check=False)
+        engine("rm", "-f", "-v", name, check=False)
 
 
 def test_unknown_database(pg17, tmp_path):

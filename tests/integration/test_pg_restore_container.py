@@ -384,7 +384,7 @@ def probes(cluster, dumps, keeper, tmp_path_factory):
     try:
         results = dict(zip(probes, run_tasks(list(probes.values()))))
     finally:
-        engine("rm", "-f", stopped, check=False)
+        engine("rm", "-f", "-v", stopped, check=False)
     results["stopped"]["_container"] = stopped
     return results
 

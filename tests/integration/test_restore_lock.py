@@ -88,4 +88,4 @@ def test_restore_and_restore_test_hold_the_job_lock(pg_factory, tmp_path):
         with JobLock(lock_file, "backup job"):  # free again for the job
             pass
     finally:
-        engine("rm", "-f", client, check=False)
+        engine("rm", "-f", "-v", client, check=False)

@@ -66,7 +66,7 @@ def site(tmp_path):
     names["work"] = str(tmp_path)
     yield names
     for container in (names["container"], names["container"] + "-pg15"):
-        engine("rm", "-f", container, check=False)
+        engine("rm", "-f", "-v", container, check=False)
     for volume in (names["container"], names["container"] + "-pg17"):
         engine("volume", "rm", "-f", volume, check=False)
     engine("network", "rm", names["network"], check=False)
