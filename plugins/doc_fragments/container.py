@@ -10,8 +10,8 @@ __metaclass__ = type
 class ModuleDocFragment(object):
     """Options shared by modules that run PostgreSQL tools inside a container (and ENGINE: only the engine)."""
 
-    # The engine option is written once and used by both fragments.
-    _ENGINE_OPTION = r"""
+    ENGINE = r"""
+options:
   engine:
     description:
       - Container engine CLI to drive.
@@ -21,15 +21,21 @@ class ModuleDocFragment(object):
     default: auto
 """
 
-    ENGINE = "\noptions:" + _ENGINE_OPTION
-
     DOCUMENTATION = r"""
 options:
   container:
     description:
       - Name or ID of the running PostgreSQL container on the managed host.
     type: str
-    required: true""" + _ENGINE_OPTION + r"""  login_user:
+    required: true
+  engine:
+    description:
+      - Container engine CLI to drive.
+      - V(auto) uses C(docker) when it is on E(PATH), else C(podman).
+    type: str
+    choices: [auto, docker, podman]
+    default: auto
+  login_user:
     description:
       - PostgreSQL role the tools connect as, inside the container.
       - Defaults to the container's E(POSTGRES_USER), or V(postgres).
