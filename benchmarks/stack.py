@@ -83,7 +83,7 @@ def _mib(text):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--empty", type=int, default=3, help="empty stacks to time (default 3)")
     parser.add_argument("--seed-mb", type=int, default=100, help="table data in the seed (MB, default 100)")
     parser.add_argument("--seeded", type=int, default=10, help="seeded stacks to time (default 10)")
@@ -100,7 +100,7 @@ def main():
     try:
         log("empty stacks")
         empty = []
-        for _ in range(args.empty):
+        for _round in range(args.empty):
             name = harness.unique("nlbbench-stk")
             made.append(name)
             clock = time.monotonic()
@@ -144,7 +144,7 @@ def main():
 
         log("%d idle stacks" % args.idle)
         idle = []
-        for _ in range(args.idle):
+        for _idle in range(args.idle):
             name = harness.unique("nlbbench-stk")
             made.append(name)
             idle.append(name)

@@ -152,7 +152,7 @@ def _process(stack, files_dir, **extra):
 
 def test_four_stacks_in_parallel_processes(image, tmp_path):
     """Four pipelines at once on one host: created in parallel processes, then torn down in parallel."""
-    stacks = [unique("nlbtest-stk") for _ in range(4)]
+    stacks = [unique("nlbtest-stk") for _number in range(4)]
     try:
         procs = [_process(stack, tmp_path) for stack in stacks]
         outputs = [proc.communicate(timeout=300)[0] for proc in procs]

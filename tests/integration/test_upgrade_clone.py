@@ -140,7 +140,7 @@ def _free_subnet(network):
     """Create ``network`` on a /24 outside the engine's default pools (172.17-31, 192.168) that no network of
     this host overlaps; returns its first three octets."""
     for third in random.sample(range(1, 255), 20):
-        prefix = "10.231.%d" % third
+        prefix = "10.231.{0}".format(third)
         created = engine("network", "create", "--subnet", prefix + ".0/24", network, check=False)
         if created.returncode == 0:
             return prefix

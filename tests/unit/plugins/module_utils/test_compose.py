@@ -286,7 +286,8 @@ def test_handback_writes_the_default_override_and_removes_it(tmp_path):
     assert not compose.Handback(d, "database", **ARGS).run()["changed"]
     assert compose.Handback(d, "database", state="absent").run(check_mode=True)["previous_volume"] == "p_database"
     # a second upgrade keeps the volume of the project's own files
-    compose.Handback(d, "database", previous_volume="p_database-pg17", **dict(ARGS, volume="p_database-pg18")).run()
+    compose.Handback(d, "database", image=ARGS["image"], volume="p_database-pg18", data_dir=ARGS["data_dir"],
+                     previous_volume="p_database-pg17").run()
     assert compose.Handback(d, "database", state="absent").run(check_mode=True)["previous_volume"] == "p_database"
     gone = compose.Handback(d, "database", state="absent").run()
     assert gone["changed"] and len(gone["backups"]) == 1 and gone["backups"][0].startswith(
@@ -336,7 +337,7 @@ def test_handback_refuses_what_it_cannot_do_and_changes_nothing(tmp_path):
         (tmp_path / "docker-compose.yml").write_text(PLATFORM.replace(
             '- "database:/var/lib/postgresql/data"',
             '- "database:/var/lib/postgresql/data"\n      - "logs:/var/lib/postgresql/data/logs"'))
-        compose.Handback(d, "database", **dict(ARGS, data_dir="/var/lib/postgresql")).run()
+        compose.Handback(d, "database", image=ARGS["image"], volume=ARGS["volume"], data_dir="/var/lib/postgresql").run()
     assert _files(d) == [".env", "docker-compose.yml"]
     # the page's log directory inside the data directory stays when the data mount is replaced in place
     assert compose.Handback(d, "database", **ARGS).run(check_mode=True)["changed"]
@@ -368,13 +369,13 @@ def test_upgrade_problems_pass_and_name_what_is_missing(tmp_path):
                                               "/var/lib/postgresql/data")
     assert problems == [] and seen["service"] == "database" and seen["data_dir"] == "/var/lib/postgresql/data"
     assert _files(d) == [".env", "docker-compose.yml"]
-    _, problems = compose.upgrade_problems(_made_by(d, project="q"), "i", "v", "/var/lib/postgresql/data")
+    _found, problems = compose.upgrade_problems(_made_by(d, project="q"), "i", "v", "/var/lib/postgresql/data")
     assert problems == ["compose project q (service database): %s is project p for docker-compose "
                         "(COMPOSE_PROJECT_NAME or its name), not q (docker-compose -p?); set "
                         "COMPOSE_PROJECT_NAME=q in its .env" % d]
-    _, problems = compose.upgrade_problems(_made_by(d, files=[d + "/other.yml"]), "i", "v", "/var/lib/postgresql/data")
+    _found, problems = compose.upgrade_problems(_made_by(d, files=[d + "/other.yml"]), "i", "v", "/var/lib/postgresql/data")
     assert "made with compose file(s) %s/other.yml" % d in problems[0]
-    _, problems = compose.upgrade_problems(_made_by(str(tmp_path / "gone")), "i", "v", "/d")
+    _found, problems = compose.upgrade_problems(_made_by(str(tmp_path / "gone")), "i", "v", "/d")
     assert problems == ["compose project p (service database): compose project directory %s/gone does not exist"
                         % tmp_path]
     labels = _made_by(d)
