@@ -5,6 +5,7 @@ the clients run, the set tells the truth and nothing the job started is left run
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -151,7 +152,11 @@ def test_a_slow_dump_and_the_run_ceiling_stop_the_run_with_clients_started_again
     assert by_name["metabase"]["outcome"] == "ok"
     assert state(client)["Running"]
     wait_for(lambda: not in_container(db.name, "pg_dump"), 20, "pg_dump to end in the database container")
-    assert "ended 1 pg_dump session(s) in container %s" % db.name in proc.stderr
+    # Its server session was ended (under load pg_dump may not have reached the server by the deadline: then
+    # there was none to end, and the wait above shows none came later).
+    assert "could not end the dump's sessions" not in proc.stderr
+    ended = re.findall(r"ended (\d+) pg_dump session\(s\) in container " + re.escape(db.name), proc.stderr)
+    assert ended in ([], ["1"]), proc.stderr
 
     # the whole run takes longer than timeouts.run: it stops as on SIGTERM
     config = dict(stack["config"], timeouts={"run": 6})
