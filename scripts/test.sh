@@ -20,14 +20,19 @@ echo "==> integration tests and Molecule scenarios (real engine: $NLB_ENGINE), i
 #   streams), one after the other, then
 #   the scenarios of postgres_backup (restore-test throwaways too) and postgres_container;
 # - others: every other integration test, then the fleet scenario;
-# - upgrade: the PostgreSQL 18 upgrade tests, then the other scenarios of postgres_upgrade (their own
-#   nlbtest-* names).
+# - upgrade: the PostgreSQL 18 and docker-compose tests, then the other scenarios of postgres_upgrade
+#   (their own nlbtest-* names).
 host_wide=(test_backup_catalogue test_backup_cron test_backup_faults test_backup_lock test_backup_run
            test_example_inventory test_restore_lock test_stack)
+# Integration tests of the upgrade stream (beside its scenarios, to balance the streams).
+upgrade_tests=(tests/integration/test_pg18.py tests/integration/test_compose.py)
 host_args=() other_args=()
 for name in "${host_wide[@]}"; do
     host_args+=("tests/integration/$name.py")
     other_args+=("--ignore=tests/integration/$name.py")
+done
+for path in "${upgrade_tests[@]}"; do
+    other_args+=("--ignore=$path")
 done
 
 molecule_scenarios() {   # scenario directories, run in order; stops at the first failure
@@ -55,14 +60,13 @@ started=$SECONDS
   echo "(stream took $((SECONDS - started)) s)"; exit $rc ) > "$logs/host.log" 2>&1 &
 host_pid=$!
 ( rc=0
-  python -m pytest -q -p no:cacheprovider --durations=5 tests/integration/test_pg18.py || rc=1
+  python -m pytest -q -p no:cacheprovider --durations=5 "${upgrade_tests[@]}" || rc=1
   molecule_scenarios "${upgrade_scenarios[@]}" || rc=1
   echo "(stream took $((SECONDS - started)) s)"; exit $rc ) > "$logs/upgrade.log" 2>&1 &
 upgrade_pid=$!
 others_rc=0
 ( rc=0
-  python -m pytest -q -p no:cacheprovider --durations=15 "${other_args[@]}" --ignore=tests/integration/test_pg18.py \
-      tests/integration || rc=1
+  python -m pytest -q -p no:cacheprovider --durations=15 "${other_args[@]}" tests/integration || rc=1
   molecule_scenarios "${others_scenarios[@]}" || rc=1
   echo "(stream took $((SECONDS - started)) s)"; exit $rc ) > "$logs/others.log" 2>&1 || others_rc=$?
 host_rc=0 upgrade_rc=0
