@@ -68,7 +68,7 @@ def run_role(tmp_path, instance, entry="main", **role_vars):
     play = [{"hosts": "localhost", "gather_facts": False, "tasks": [{"block": [role], "always": [save]}]}]
     variables = {"postgres_upgrade_instances": [dict({"clients": [], "kind": "none"}, **instance)],
                  "postgres_upgrade_target_image": IMAGES[17], "postgres_upgrade_engine": ENGINE,
-                 "postgres_upgrade_dump_dir": str(tmp_path / "dumps"), "postgres_upgrade_wait_timeout": 60,
+                 "postgres_upgrade_dump_dir": str(tmp_path / "dumps"), "postgres_upgrade_wait_timeout": 180,
                  # the test's own: the role takes the backup job's lock where that directory exists
                  "postgres_upgrade_backup_dir": str(tmp_path / "backups"),
                  "postgres_upgrade_stop_timeout": 20, "postgres_upgrade_no_log": False}
