@@ -8,7 +8,8 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    """Options shared by modules that run PostgreSQL tools inside a container (and ENGINE: only the engine)."""
+    """Options shared by modules that run PostgreSQL tools inside a container; ENGINE is the engine option alone
+    (modules with a container list both fragments)."""
 
     ENGINE = r"""
 options:
@@ -28,13 +29,6 @@ options:
       - Name or ID of the running PostgreSQL container on the managed host.
     type: str
     required: true
-  engine:
-    description:
-      - Container engine CLI to drive.
-      - V(auto) uses C(docker) when it is on E(PATH), else C(podman).
-    type: str
-    choices: [auto, docker, podman]
-    default: auto
   login_user:
     description:
       - PostgreSQL role the tools connect as, inside the container.

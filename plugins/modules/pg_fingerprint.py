@@ -33,6 +33,7 @@ author:
   - NL-BIOMERO database maintainers (@NL-BIOMERO)
 extends_documentation_fragment:
   - nl_biomero.database.container
+  - nl_biomero.database.container.engine
 options:
   databases:
     description: Databases to read. Default is every database that accepts connections, except templates.

@@ -35,6 +35,7 @@ author:
   - NL-BIOMERO database maintainers (@NL-BIOMERO)
 extends_documentation_fragment:
   - nl_biomero.database.container
+  - nl_biomero.database.container.engine
 options:
   target_container:
     description: The running container of the new server (same O(login_user) and O(login_password)).

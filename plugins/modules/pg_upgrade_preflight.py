@@ -36,6 +36,7 @@ author:
   - NL-BIOMERO database maintainers (@NL-BIOMERO)
 extends_documentation_fragment:
   - nl_biomero.database.container
+  - nl_biomero.database.container.engine
 options:
   target_image:
     description: Image of the new PostgreSQL major version (official postgres image contract).

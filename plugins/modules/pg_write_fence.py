@@ -30,6 +30,7 @@ author:
   - NL-BIOMERO database maintainers (@NL-BIOMERO)
 extends_documentation_fragment:
   - nl_biomero.database.container
+  - nl_biomero.database.container.engine
 options:
   state:
     description: V(on) puts the fence up; V(off) lifts it.
