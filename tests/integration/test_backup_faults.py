@@ -14,7 +14,7 @@ import time
 import pytest
 
 from harness import ENGINE, IMAGES, engine, run_module, unique
-from test_backup_run import COLLECTIONS, CLI, PYTHON, metric, metrics, restore_leftovers, run_cli, state, write_config
+from job_cli import COLLECTIONS, CLI, PYTHON, metric, metrics, restore_leftovers, run_cli, state, write_config
 
 LOCK = ".nl-biomero-backup.lock"
 

@@ -12,47 +12,7 @@ import time
 import pytest
 
 from harness import ENGINE, IMAGES, REPO_ROOT, Writer, engine, run_module, unique
-
-COLLECTIONS = os.path.join(REPO_ROOT, ".build", "collections")
-CLI = "ansible_collections.nl_biomero.database.plugins.module_utils.backup_run"
-PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
-
-
-def run_cli(config_path, *extra):
-    """The command exactly as the role's systemd unit / cron entry runs it: no Ansible, minimal environment."""
-    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": COLLECTIONS,
-           "LANG": "C.UTF-8"}
-    return subprocess.run([PYTHON, "-m", CLI, "--config", config_path, *extra], capture_output=True, text=True,
-                          env=env, timeout=600, check=False, cwd="/")
-
-
-def write_config(path, config):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(config, handle)
-    return path
-
-
-def metrics(path):
-    values = {}
-    with open(path) as handle:
-        for line in handle:
-            if line.startswith("#") or not line.strip():
-                continue
-            key, value = line.rsplit(" ", 1)
-            values[key] = float(value)
-    return values
-
-
-def metric(values, name, **labels):
-    for key, value in values.items():
-        if key.startswith("nl_biomero_backup_" + name + "{") and all('%s="%s"' % item in key for item in labels.items()):
-            return value
-    raise KeyError(name)
-
-
-def state(name):
-    return json.loads(engine("container", "inspect", name).stdout)[0]["State"]
+from job_cli import metric, metrics, restore_leftovers, run_cli, state, write_config
 
 
 @pytest.fixture
@@ -148,12 +108,6 @@ def test_cli_complete_set_then_restore_test_then_tampered(stack):
     assert "checksum mismatch" in result["msg"]
     assert metric(metrics(config["metrics_file"]), "restore_test_success") == 0
     assert restore_leftovers() == ""
-
-
-def restore_leftovers():
-    containers = engine("ps", "-a", "--filter", "name=nlb-restoretest-", "--format", "{{.Names}}").stdout.strip()
-    volumes = engine("volume", "ls", "--filter", "name=nlb-restoretest-", "--format", "{{.Name}}").stdout.strip()
-    return containers + volumes
 
 
 def test_cli_stopped_database_gives_incomplete_set_and_restarts_clients(stack):

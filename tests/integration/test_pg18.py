@@ -19,9 +19,9 @@ import pytest
 
 import dataset
 from harness import ENGINE, IMAGES, DbContainer, engine, require_image, run_module, unique
-from test_backup_run import run_cli, write_config
-from test_pg_restore_container import restore_task, run_tasks
-from test_upgrade_fence import PROPERTIES_SQL, USER, DB, _properties, _remove_everything, run_role
+from job_cli import run_cli, write_config
+from harness import run_tasks
+from upgrade_fixture import PROPERTIES_SQL, USER, DB, user_properties, remove_everything, run_role
 
 from ansible_collections.nl_biomero.database.plugins.module_utils.tuning import data_layout
 
@@ -50,7 +50,7 @@ def inspect(name):
 @pytest.fixture
 def prefix(request):
     name = unique("nlbtest-pg18")
-    request.addfinalizer(lambda: _remove_everything(name))
+    request.addfinalizer(lambda: remove_everything(name))
     return name
 
 
@@ -61,7 +61,7 @@ def test_upgrade_to_18(prefix, tmp_path, old_major, strategy):
     old = DbContainer(old_major, prefix, user=USER, database=DB, password="o'pw").start()
     old.psql(PROPERTIES_SQL + MD5_ROLE_SQL + SMALL_DATA_SQL)
     before = dataset.fingerprint(old, DB)
-    properties = _properties(old)
+    properties = user_properties(old)
     legacy_hash = old.query(LEGACY_HASH)
     view_rows = old.query("SELECT count(*) FROM recent")
     old_volume = inspect(old.name)["Mounts"][0]["Name"]
@@ -88,7 +88,7 @@ def test_upgrade_to_18(prefix, tmp_path, old_major, strategy):
     assert dict(after, objects=None) == dict(before, objects=None)
     assert [o.split(":")[0] for o in after["objects"]] == [o.split(":")[0] for o in before["objects"]]
     assert new.query("SELECT count(*) FROM recent") == view_rows
-    assert _properties(new) == properties
+    assert user_properties(new) == properties
     # The md5 hash is carried as it was (18 only warns about md5); logging in with it needs an md5 pg_hba line.
     assert new.query(LEGACY_HASH) == legacy_hash and legacy_hash.startswith("md5")
     # The old instance is kept aside, on its untouched volume.
@@ -128,7 +128,8 @@ def test_restore_a_17_dump_into_18(prefix, tmp_path):
         "container": src.name, "database": src.database, "format": "custom", "globals": True,
         "dest": str(tmp_path / "appdb.custom")})
     assert not dump.get("failed"), dump.get("msg")
-    (restored,) = run_tasks([restore_task(tgt, "appdb_from_17", dump["path"], globals=True, jobs=2)])
+    (restored,) = run_tasks([("nl_biomero.database.pg_restore_container", {
+        "container": tgt.name, "database": "appdb_from_17", "src": dump["path"], "globals": True, "jobs": 2})])
     assert not restored.get("failed"), restored.get("msg")
     assert dataset.fingerprint(tgt, "appdb_from_17") == dataset.fingerprint(src, src.database)
     assert tgt.query(LEGACY_HASH) == src.query(LEGACY_HASH, database="postgres")

@@ -19,13 +19,13 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 
 import pytest
 
 import harness
+from harness import run_tasks
 
 import dataset
 
@@ -108,41 +108,6 @@ def dumps(cluster, tmp_path_factory):
     def get(major, fmt, compress=None):
         return results[(major, fmt, compress)]
     return get
-
-
-def run_tasks(tasks, timeout=900):
-    """Run several module tasks in ONE ansible-playbook run; returns their registered results in order.
-
-    ``tasks`` are (module, args) or (module, args, check_mode). Each task has
-    ignore_errors, so a failure is returned (result['failed']), not raised.
-    """
-    with tempfile.TemporaryDirectory(prefix="nlb-rst-play-") as tmp:
-        out = os.path.join(tmp, "results.json")
-        play_tasks = []
-        for number, task in enumerate(tasks):
-            module, args = task[0], task[1]
-            check_mode = task[2] if len(task) > 2 else False
-            play_tasks.append({"name": "task %d" % number, module: args, "register": "result_%d" % number,
-                               "ignore_errors": True, "check_mode": check_mode})
-        collected = "[%s]" % ", ".join("result_%d" % number for number in range(len(tasks)))
-        play_tasks.append({"name": "save results", "ansible.builtin.copy": {
-            "content": "{{ %s | to_json }}" % collected, "dest": out}, "check_mode": False})
-        playbook = os.path.join(tmp, "play.yml")
-        with open(playbook, "w") as handle:
-            json.dump([{"hosts": "localhost", "gather_facts": False, "tasks": play_tasks}], handle)
-        inventory = os.path.join(tmp, "inventory")
-        with open(inventory, "w") as handle:
-            handle.write("localhost ansible_connection=local ansible_python_interpreter=%s\n"
-                         % os.environ.get("ANSIBLE_PYTHON_INTERPRETER", "auto"))
-        proc = subprocess.run(["ansible-playbook", "-i", inventory, playbook], capture_output=True, text=True,
-                              timeout=timeout, check=False)
-        if not os.path.exists(out):
-            raise AssertionError("ansible-playbook did not run the tasks: %s\n%s" % (proc.stdout, proc.stderr))
-        with open(out) as handle:
-            results = json.load(handle)
-        for result in results:
-            result["_playbook_output"] = proc.stdout
-        return results
 
 
 def restore_task(pg, database, src, check_mode=False, **args):

@@ -6,43 +6,16 @@ database, as OMERO's role does) writes during the whole upgrade.
 """
 
 import json
-import os
 import subprocess
 import time
 
 import pytest
 
 from harness import ENGINE, IMAGES, DbContainer, Writer, engine, run_module, unique
+from upgrade_fixture import DB, PROPERTIES_SQL, USER, database_settings, remove_everything, run_role, user_properties
 
 FENCE = "nl_biomero.database.pg_write_fence"
-USER = "omero"
-DB = "omero"
 BROKEN_IMAGE = "nlbtest-upf/postgres:17-no-trgm"
-# What a user may have put on the database object and on roles (issue 10, item 2).
-PROPERTIES_SQL = """
-CREATE ROLE reader LOGIN PASSWORD 'r''pw' CONNECTION LIMIT 7 VALID UNTIL '2031-01-01 00:00:00+00';
-CREATE ROLE team NOLOGIN;
-GRANT team TO reader WITH ADMIN OPTION;
-GRANT pg_monitor TO reader;
-ALTER ROLE reader SET search_path TO 'app', 'public';
-ALTER DATABASE omero SET work_mem = '12MB';
-COMMENT ON DATABASE omero IS 'OMERO''s database';
-REVOKE CONNECT ON DATABASE omero FROM PUBLIC;
-GRANT CONNECT ON DATABASE omero TO reader;
-ALTER ROLE reader IN DATABASE omero SET statement_timeout = '5s';
-ALTER DATABASE omero CONNECTION LIMIT 40;
-CREATE DATABASE extra OWNER reader;
-COMMENT ON DATABASE extra IS 'empty, with properties';
-ALTER DATABASE extra SET maintenance_work_mem = '77MB';
-"""
-
-
-def _remove_everything(prefix):
-    for kind, listing in (("container", ["ps", "-a", "--format", "{{.Names}}"]),
-                          ("volume", ["volume", "ls", "--format", "{{.Name}}"])):
-        names = [n for n in engine(*listing).stdout.split() if n.startswith(prefix)]
-        if names:
-            engine(*(["rm", "-f", "-v"] if kind == "container" else ["volume", "rm", "-f"]), *names, check=False)
 
 
 @pytest.fixture
@@ -50,7 +23,7 @@ def source(request):
     """A PostgreSQL 15 OMERO-like instance with data; everything named after it is removed afterwards."""
     prefix = unique("nlbtest-upf")
     pg = DbContainer(15, prefix, user=USER, database=DB, password="o'pw")
-    request.addfinalizer(lambda: _remove_everything(prefix))
+    request.addfinalizer(lambda: remove_everything(prefix))
     pg.start()
     pg.psql("CREATE EXTENSION pg_trgm; "
             "CREATE TABLE writes (id bigserial PRIMARY KEY, note text NOT NULL); "
@@ -58,38 +31,8 @@ def source(request):
     return pg
 
 
-def run_role(tmp_path, instance, entry="main", **role_vars):
-    """Run the postgres_upgrade role (entry point ``entry``) on one instance; (rc, report, output)."""
-    report = tmp_path / ("report-%s-%d.json" % (entry, time.monotonic_ns()))
-    role = {"name": "role", "ansible.builtin.include_role": {"name": "nl_biomero.database.postgres_upgrade",
-                                                             "tasks_from": entry}}
-    save = {"name": "save the report", "ansible.builtin.copy": {
-        "content": "{{ postgres_upgrade_report | default([]) | to_json }}", "dest": str(report)}}
-    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [{"block": [role], "always": [save]}]}]
-    variables = {"postgres_upgrade_instances": [dict({"clients": [], "kind": "none"}, **instance)],
-                 "postgres_upgrade_target_image": IMAGES[17], "postgres_upgrade_engine": ENGINE,
-                 "postgres_upgrade_dump_dir": str(tmp_path / "dumps"), "postgres_upgrade_wait_timeout": 180,
-                 # the test's own: the role takes the backup job's lock where that directory exists
-                 "postgres_upgrade_backup_dir": str(tmp_path / "backups"),
-                 "postgres_upgrade_stop_timeout": 20, "postgres_upgrade_no_log": False}
-    variables.update(role_vars)
-    (tmp_path / "play.yml").write_text(json.dumps(play))
-    (tmp_path / "vars.json").write_text(json.dumps(variables))
-    (tmp_path / "inventory").write_text("localhost ansible_connection=local ansible_python_interpreter=%s\n"
-                                        % os.environ.get("ANSIBLE_PYTHON_INTERPRETER", "auto"))
-    proc = subprocess.run(["ansible-playbook", "-i", str(tmp_path / "inventory"), "-e", "@" + str(tmp_path / "vars.json"),
-                           str(tmp_path / "play.yml")], capture_output=True, text=True, timeout=900, check=False)
-    return proc.returncode, json.loads(report.read_text()), proc.stdout + proc.stderr
-
-
 def _ids(pg, database=DB):
     return set(int(x) for x in pg.query("SELECT id FROM writes", database=database).split())
-
-
-def _settings(pg):
-    return pg.query("SELECT coalesce(string_agg(d.datname || ':' || array_to_string(s.setconfig, ','), ' ' "
-                    "ORDER BY d.datname), '') FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
-                    "WHERE s.setrole = 0", database="postgres")
 
 
 def _accepts_writes(pg):
@@ -123,7 +66,7 @@ def test_unlisted_writer_is_fenced_and_the_upgrade_completes_with_every_committe
     # Every row it committed is in the new cluster, which is not read-only.
     new = DbContainer(17, source.name, user=USER, database=DB)
     assert writer.committed <= _ids(new)
-    assert "nl_biomero.write_fence" not in _settings(new)
+    assert "nl_biomero.write_fence" not in database_settings(new)
     assert new.query("SHOW default_transaction_read_only") == "off"
     assert _accepts_writes(new).returncode == 0
     # The old instance kept the fence; the on-demand rollback lifts it.
@@ -131,7 +74,7 @@ def test_unlisted_writer_is_fenced_and_the_upgrade_completes_with_every_committe
     assert rc == 0 and report[0]["outcome"] == "rolled_back", output[-3000:]
     assert report[0]["write_fence_lifted"] == [DB, "postgres"]
     assert source.query("SHOW server_version_num").startswith("15")
-    assert _settings(source) == "" and _accepts_writes(source).returncode == 0
+    assert database_settings(source) == "" and _accepts_writes(source).returncode == 0
 
 
 @pytest.fixture
@@ -161,30 +104,9 @@ def test_fence_lifted_after_a_failed_transfer_back_to_the_previous_setting(sourc
     assert sorted(entry["write_fence"]["lifted"]) == [DB, "postgres"]
     assert any("read-only transaction" in e for e in writer.errors), writer.errors
     # The old server accepts writes again, its settings as before the upgrade, the writer's rows all there.
-    assert _settings(source) == "omero:default_transaction_read_only=off"
+    assert database_settings(source) == "omero:default_transaction_read_only=off"
     assert _accepts_writes(source).returncode == 0
     assert writer.committed <= _ids(source)
-
-
-def _properties(pg):
-    """What the user set, read back from the catalog (not through the fingerprint)."""
-    q = pg.query
-    return {
-        "settings": _settings(pg),
-        "comment": q("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = 'omero'"),
-        "public_connect": q("SELECT has_database_privilege('public', 'omero', 'CONNECT')"),
-        "reader_connect": q("SELECT has_database_privilege('reader', 'omero', 'CONNECT')"),
-        "connlimit": q("SELECT datconnlimit FROM pg_database WHERE datname = 'omero'"),
-        "reader_in_db": q("SELECT array_to_string(setconfig, ',') FROM pg_db_role_setting s JOIN pg_roles r "
-                          "ON r.oid = s.setrole WHERE r.rolname = 'reader' AND s.setdatabase <> 0"),
-        "reader": q("SELECT rolconnlimit || ' ' || rolvaliduntil AT TIME ZONE 'UTC' || ' ' || rolcanlogin "
-                    "FROM pg_roles WHERE rolname = 'reader'"),
-        "members": q("SELECT string_agg(pg_get_userbyid(roleid) || ':' || admin_option, ',' "
-                     "ORDER BY pg_get_userbyid(roleid)) "
-                     "FROM pg_auth_members WHERE member = 'reader'::regrole"),
-        "extra": q("SELECT pg_get_userbyid(datdba) || ' ' || shobj_description(oid, 'pg_database') "
-                   "FROM pg_database WHERE datname = 'extra'"),
-    }
 
 
 def _as_reader(pg, sql):
@@ -198,13 +120,13 @@ def test_database_properties_survive_the_upgrade(source, tmp_path, strategy):
     # The bootstrap superuser's own settings and a password rotated by ALTER ROLE (the container's
     # POSTGRES_PASSWORD is stale then): the new image creates the role anew; the upgrade carries both.
     source.psql("ALTER ROLE omero SET lock_timeout TO '9s'; ALTER ROLE omero PASSWORD 'rotated pw';")
-    before = _properties(source)
+    before = user_properties(source)
     assert "omero:work_mem=12MB" in before["settings"] and before["public_connect"] == "f"
     rc, report, output = run_role(tmp_path, {"name": source.name, "strategy": strategy})
     assert rc == 0 and report[0]["outcome"] == "upgraded", output[-3000:]
     new = DbContainer(17, source.name, user=USER, database=DB)
     assert new.query("SHOW server_version_num").startswith("17")
-    assert _properties(new) == before
+    assert user_properties(new) == before
     # As the clients see them: the role's own session gets the settings of the database and of itself in it.
     assert _as_reader(new, "SHOW work_mem") == "12MB"
     assert _as_reader(new, "SHOW statement_timeout") == "5s"
@@ -215,7 +137,7 @@ def test_database_properties_survive_the_upgrade(source, tmp_path, strategy):
 
 def test_a_property_lost_in_the_new_cluster_fails_verification_and_rolls_back(source, tmp_path):
     source.psql(PROPERTIES_SQL)
-    before = _properties(source)
+    before = user_properties(source)
     lose = tmp_path / "lose_a_property.yml"
     lose.write_text(json.dumps([{"name": "Drop a database setting in the new cluster",
                                  "community.docker.docker_container_exec": {
@@ -229,7 +151,7 @@ def test_a_property_lost_in_the_new_cluster_fails_verification_and_rolls_back(so
     assert (entry["outcome"], entry["step"]) == ("rolled_back", "verify"), entry
     assert "omero: database property settings: ['work_mem=12MB'] before, [] after" in entry["reason"]
     assert source.query("SHOW server_version_num").startswith("15")
-    assert _properties(source) == before and _accepts_writes(source).returncode == 0
+    assert user_properties(source) == before and _accepts_writes(source).returncode == 0
 
 
 def test_pg_write_fence_check_mode_tells_and_changes_nothing_then_fences(source):
@@ -247,7 +169,7 @@ def test_pg_write_fence_check_mode_tells_and_changes_nothing_then_fences(source)
         check = run_module(FENCE, {"container": source.name, "databases": [DB, "nope"]}, check_mode=True)
         assert check["changed"] and check["fenced"] == [DB] and check["missing"] == ["nope"], check
         assert [s["application_name"] for s in check["sessions"]] == ["idle-client"]
-        assert check["sessions_ended"] == [] and _settings(source) == ""
+        assert check["sessions_ended"] == [] and database_settings(source) == ""
         assert any("role metabase sets default_transaction_read_only=off in every database" in w
                    for w in check["warnings"])
         fenced = run_module(FENCE, {"container": source.name, "databases": [DB]})
@@ -260,7 +182,7 @@ def test_pg_write_fence_check_mode_tells_and_changes_nothing_then_fences(source)
         assert not again["changed"] and again["already_fenced"] == [DB] and again["previous"] == {DB: None}
         lifted = run_module(FENCE, {"container": source.name, "state": "off"})
         assert lifted["changed"] and lifted["lifted"] == [DB] and lifted["restored"] == {DB: None}
-        assert _settings(source) == "" and _accepts_writes(source).returncode == 0
+        assert database_settings(source) == "" and _accepts_writes(source).returncode == 0
         assert not run_module(FENCE, {"container": source.name, "state": "off"})["changed"]
         assert "open transaction" not in source.query("SELECT string_agg(note, ',') FROM writes")
     finally:
@@ -275,4 +197,4 @@ def test_pg_write_fence_bad_input_names_the_value_and_changes_nothing(source):
     source.psql("""ALTER DATABASE omero SET "nl_biomero.write_fence" = 'not ours'""")
     result = run_module(FENCE, {"container": source.name, "state": "off"})
     assert result["failed"] and "database omero carries a nl_biomero.write_fence setting" in result["msg"]
-    assert _settings(source) == "omero:nl_biomero.write_fence=not ours"
+    assert database_settings(source) == "omero:nl_biomero.write_fence=not ours"
