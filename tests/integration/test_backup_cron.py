@@ -258,6 +258,15 @@ def test_systemd_unit_runs_the_job_exactly_as_written(pg_factory, tmp_path):
     assert read["pre"] == [("-", argv + ["--recover"])] and read["post"] == [("-", argv + ["--recover"])]
     assert "ExecStart=%s\n" % systemd_command(argv) in text
     assert "TimeoutStartSec=2h\n" in text and "TimeoutStopSec=10min\n" in text
+    # the boot unit: the same command with --recover, wanted at boot, after the engine
+    boot_unit = os.path.join(systemd_dir, "nl-biomero-backup-recover.service")
+    proc = subprocess.run([analyze, "verify", "--man=no", boot_unit], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr
+    with open(boot_unit) as handle:
+        boot_text = handle.read()
+    boot = service(boot_text)
+    assert boot["argv"] == argv + ["--recover"] and boot["prefix"] == "" and boot["env"] == read["env"]
+    assert "WantedBy=multi-user.target\n" in boot_text and "After=docker.service" in boot_text
     job = subprocess.run(["env", "-i", "PATH=" + PATH, "PYTHONPATH=" + read["env"]["PYTHONPATH"]] + read["argv"],
                          capture_output=True, text=True, timeout=600, check=False, cwd="/")
     assert job.returncode == 0, job.stderr
@@ -266,6 +275,11 @@ def test_systemd_unit_runs_the_job_exactly_as_written(pg_factory, tmp_path):
     assert list(sets.values())[0]["components"][0]["row_counts"] == {"public.job": 7}
     values = metric_values(os.path.join(work, "textfile", "nl_biomero_backup.prom"))
     assert values["nl_biomero_backup_last_run_success"] == [({"backup_dir": backup_dir}, 1.0)]
+    # the boot unit's command, as systemd runs it, finds nothing to recover after a run that ended
+    recover = subprocess.run(["env", "-i", "PATH=" + PATH, "PYTHONPATH=" + boot["env"]["PYTHONPATH"]] + boot["argv"],
+                             capture_output=True, text=True, timeout=600, check=False, cwd="/")
+    assert recover.returncode == 0, recover.stderr
+    assert read_sets(backup_dir) == sets
 
 
 @pytest.mark.parametrize("variable", ["postgres_backup_lock_file", "postgres_backup_metrics_file"])
