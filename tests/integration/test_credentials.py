@@ -11,6 +11,7 @@ pg_role_password) on that instance.
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 
@@ -102,7 +103,7 @@ def site(tmp_path_factory):
     write_inventory(names, OLD_PW)
     started = time.time()
     proc = playbook(names, "provision.yml")
-    names["provision_output"] = proc.stdout
+    names["provision_output"] = proc.stdout + proc.stderr  # warnings go to stderr
     names["provision_seconds"] = time.time() - started
     try:
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
@@ -111,9 +112,7 @@ def site(tmp_path_factory):
         engine("rm", "-f", "-v", names["container"], check=False)
         engine("volume", "rm", "-f", names["container"], check=False)
         engine("network", "rm", names["network"], check=False)
-        # The server wrote the log files as its own uid: remove them as root in a throwaway container.
-        engine("run", "--rm", "--pull", "never", "--network", "none", "-v", names["logs"] + ":/logs",
-               "--entrypoint", "sh", require_image(17), "-c", "rm -rf /logs/*", check=False)
+        shutil.rmtree(str(work), ignore_errors=True)
 
 
 def test_logs_rotate_by_weekday_and_old_files_are_pruned(site):
@@ -190,15 +189,12 @@ def test_password_that_fails_verification_is_undone(site):
     assert login(site, "app-new-pw", user="app") is not None
 
 
-@pytest.mark.parametrize("password, problem", [
-    ("", "the password is empty"),
-    ("  padded", "begins or ends with white space"),
-])
-def test_bad_password_is_refused_and_changes_nothing(site, password, problem):
+def test_bad_password_is_refused_and_changes_nothing(site):
+    """An empty password would disable the login (the other refusals: unit tests of credentials.password_problem)."""
     before = _stored(site, "omero")
-    result = run_module("nl_biomero.database.pg_role_password", {"container": site["container"], "password": password})
+    result = run_module("nl_biomero.database.pg_role_password", {"container": site["container"], "password": ""})
     assert result.get("failed"), result
-    assert problem in result["msg"] and "nothing was changed" in result["msg"]
+    assert "the password is empty" in result["msg"] and "nothing was changed" in result["msg"]
     assert _stored(site, "omero") == before
     assert login(site, NEW_PW) is None
 
