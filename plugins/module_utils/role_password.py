@@ -131,4 +131,3 @@ def role_password_result(container, engine="auto", login_user=None, login_passwo
     result["msg"] = ("set a new password (SCRAM-SHA-256) for role %s in container %s and logged in with it over TCP"
                      % (role, container))
     return result
-

@@ -7,14 +7,17 @@ import pytest
 from ansible_collections.nl_biomero.database.plugins.module_utils import credentials
 
 SERVER_VERIFIERS = {
-    "correct horse": "SCRAM-SHA-256$4096:KqO7nIaAu06vzd8pruAaJA==$3EwjanYlnwCUIHRyFjC8z8m+tGoulm4dT4NmfTgzGqI="
-                     ":cvQLV2Jim198whRhPv+F893O/xZX0GRpcQ97ONj6RIA=",
+    "correct horse": (
+        "SCRAM-SHA-256$4096:KqO7nIaAu06vzd8pruAaJA==$3EwjanYlnwCUIHRyFjC8z8m+tGoulm4dT4NmfTgzGqI="
+        ":cvQLV2Jim198whRhPv+F893O/xZX0GRpcQ97ONj6RIA="),
     # a non-ASCII space (mapped to a space) and a soft hyphen (mapped to nothing) by SASLprep
-    u"p\u00e4ss\u00a0word\u00ad!": "SCRAM-SHA-256$4096:W2jCx/Mt5rrONbIvFTVmoQ==$m+PGK+IhtCD7I82P4S7HrvGgPujq/BNaO5v7"
-                                    "6p0TXgU=:VtdAmHaZ2a4hv6Ic9n1uOhcfe8FZZcFjf0Uh2Gmq/ag=",
+    u"p\u00e4ss\u00a0word\u00ad!": (
+        "SCRAM-SHA-256$4096:W2jCx/Mt5rrONbIvFTVmoQ==$m+PGK+IhtCD7I82P4S7HrvGgPujq/BNaO5v76p0TXgU="
+        ":VtdAmHaZ2a4hv6Ic9n1uOhcfe8FZZcFjf0Uh2Gmq/ag="),
     # ROMAN NUMERAL NINE: NFKC makes it "IX"
-    u"\u2168": "SCRAM-SHA-256$4096:ZfOxMEgb6yCac7OmyDlauw==$09P58Ytez+GDBwg2n/g9BZEDwBOM6gTMwtjNd6vjsAw="
-               ":lYMN/idbX9EmPd2QnaNf52ddm9X9nLf7NJHYe+gyP2E=",
+    u"\u2168": (
+        "SCRAM-SHA-256$4096:ZfOxMEgb6yCac7OmyDlauw==$09P58Ytez+GDBwg2n/g9BZEDwBOM6gTMwtjNd6vjsAw="
+        ":lYMN/idbX9EmPd2QnaNf52ddm9X9nLf7NJHYe+gyP2E="),
 }
 
 
