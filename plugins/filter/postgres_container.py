@@ -53,7 +53,7 @@ INSTANCE_KEYS = frozenset((
     "user", "db", "password", "password_file", "initdb_dir", "env", "max_connections", "tuning",
     "tuning_memory_mb", "tuning_cpus", "settings", "logging", "log_dir", "log_filename", "log_rotation_age",
     "log_rotation_size", "log_statement", "shm_size", "memory", "cpus", "restart_policy", "stop_timeout",
-    "published_port", "labels", "log_truncate_on_rotation", "log_keep_days", "clients",
+    "published_port", "labels", "log_truncate_on_rotation", "log_keep_days", "clients", "readers",
 ))
 COMMON_KEYS = (
     "state", "image", "network", "max_connections", "tuning", "tuning_memory_mb", "tuning_cpus", "logging",
@@ -103,6 +103,21 @@ def _cpu_budget(inst, host_cpus):
     return int(host_cpus or 1)
 
 
+def _reader_names(instance, readers):
+    """Names of the read-only roles of an instance; their passwords stay out of the plan."""
+    names = []
+    for reader in readers or []:
+        if not isinstance(reader, dict) or _empty(reader.get("name")) or _empty(reader.get("password")):
+            raise _err(instance, "each of readers needs a name and a password, e.g. {name: metabase, password: ...}")
+        unknown = sorted(set(reader) - set(("name", "password")))
+        if unknown:
+            raise _err(instance, "readers: unknown key(s) %s (accepted: name, password)" % ", ".join(unknown))
+        names.append(to_text(reader["name"]))
+    if len(set(names)) != len(names):
+        raise _err(instance, "readers: names must be unique")
+    return names
+
+
 def _truncate(value):
     """log_truncate_on_rotation: on unless set off."""
     if value is None or value == "":
@@ -127,6 +142,7 @@ def _plan_one(inst, common, host_memory_mb, host_cpus, sharing):
     name = inst["name"]
     plan = dict(inst)
     plan.pop("password", None)
+    plan["readers"] = []  # names only, set below for started instances
     plan["role"] = inst.get("role") or name
     plan["state"] = inst.get("state") or "started"
     if plan["state"] not in STATES:
@@ -203,6 +219,7 @@ def _plan_one(inst, common, host_memory_mb, host_cpus, sharing):
     clash = sorted(set(env) & set(RESERVED_ENV))
     if clash:
         raise _err(name, "env must not set %s (use user/db/password/password_file/pgdata)" % ", ".join(clash))
+    plan["readers"] = _reader_names(name, inst.get("readers"))
     plan["env"] = dict((to_text(k), to_text(v)) for k, v in env.items())
     plan["max_connections"] = max_connections
     plan["settings"] = settings

@@ -224,3 +224,19 @@ def test_truncate_can_be_switched_off_and_must_be_a_boolean():
 def test_clients_is_an_instance_key():
     planned = plan([dict(DEFAULT_INSTANCES[0], clients=["OMERO.server (CONFIG_omero_db_pass)"])])[0]
     assert planned["clients"] == ["OMERO.server (CONFIG_omero_db_pass)"]
+
+
+def test_readers_are_planned_by_name_only():
+    planned = plan([dict(DEFAULT_INSTANCES[0], readers=[{"name": "metabase", "password": "ro-pw"}])])[0]
+    assert planned["readers"] == ["metabase"]
+    assert "ro-pw" not in repr(planned)
+
+
+@pytest.mark.parametrize("readers, message", [
+    ([{"name": "metabase"}], "needs a name and a password"),
+    ([{"name": "m", "password": "p", "superuser": True}], "unknown key"),
+    ([{"name": "m", "password": "p"}, {"name": "m", "password": "q"}], "unique"),
+])
+def test_readers_refused(readers, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        plan([dict(DEFAULT_INSTANCES[0], readers=readers)])
