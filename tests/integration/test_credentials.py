@@ -25,6 +25,7 @@ pytestmark = pytest.mark.skipif(ENGINE != "docker", reason="the postgres_contain
 OLD_PW = "first-pw"
 NEW_PW = "n3w 'rotated\" pw"  # quotes and a blank: a password pasted into SQL would break
 MD5_PW = "legacy-md5-pw"
+READ_PW = "metabase-ro-pw"
 DAY = 86400
 
 
@@ -48,7 +49,8 @@ def write_inventory(site, password):
             "postgres_container_instances": [{
                 "name": site["container"], "role": "omero", "user": "omero", "db": "omero",
                 "password": password, "image": require_image(17), "initdb_dir": site["initdb"],
-                "logging": True, "log_dir": site["logs"], "log_statement": "all", "log_keep_days": 7}],
+                "logging": True, "log_dir": site["logs"], "log_statement": "all", "log_keep_days": 7,
+                "readers": [{"name": "metabase", "password": READ_PW}]}],
             "postgres_container_network": site["network"],
             "postgres_container_tuning": "none",
             "postgres_container_pull": False,
@@ -57,11 +59,15 @@ def write_inventory(site, password):
         }}}}, handle)
 
 
+def connect(site, password, user="omero"):
+    return psycopg2.connect(host=container_ip(site["container"]), port=5432, user=user, password=password,
+                            dbname="omero", connect_timeout=5)
+
+
 def login(site, password, user="omero"):
     """None when a fresh TCP login from the host works, else the error."""
     try:
-        conn = psycopg2.connect(host=container_ip(site["container"]), port=5432, user=user, password=password,
-                                dbname="omero", connect_timeout=5)
+        conn = connect(site, password, user)
     except psycopg2.OperationalError as exc:
         return str(exc)
     conn.close()
@@ -130,6 +136,29 @@ def test_logs_rotate_by_weekday_and_old_files_are_pruned(site):
 def test_provisioning_warns_about_md5_roles(site):
     assert re.search(r"\[WARNING\]: container %s: role\(s\) legacy store md5-hashed" % re.escape(site["container"]),
                      site["provision_output"]), site["provision_output"][-3000:]
+
+
+def test_read_only_role_reads_everything_writes_nothing(site):
+    psql(site, "CREATE TABLE later (note text); INSERT INTO later VALUES ('made after the reader')")
+    conn = connect(site, READ_PW, user="metabase")
+    conn.autocommit = True
+    try:
+        cursor = conn.cursor()
+        cursor.execute("SELECT id FROM marker")
+        assert cursor.fetchall() == [(42,)]
+        cursor.execute("SELECT note FROM later")  # a table created after the role
+        assert cursor.fetchall() == [("made after the reader",)]
+        for statement in ("INSERT INTO marker VALUES (1)", "SET default_transaction_read_only = off; "
+                          "INSERT INTO marker VALUES (1)", "CREATE TABLE mine (id int)"):
+            with pytest.raises(psycopg2.Error) as failed:
+                cursor.execute(statement)
+            assert "permission denied" in str(failed.value) or "read-only transaction" in str(failed.value)
+    finally:
+        conn.close()
+    assert psql(site, "SELECT count(*) FROM marker") == "1"
+    kept = run_module("nl_biomero.database.pg_read_role",
+                      {"container": site["container"], "name": "metabase", "password": READ_PW})
+    assert not kept.get("failed") and kept["changed"] is False, kept
 
 
 def test_rotate_password_check_mode_then_rotation_then_nothing(site):
