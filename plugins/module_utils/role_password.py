@@ -30,7 +30,7 @@ __metaclass__ = type
 from ansible_collections.nl_biomero.database.plugins.module_utils import credentials
 from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_connect import container_address
-from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, container_env
+from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, PgError, container_env
 
 try:
     from ansible_collections.community.postgresql.plugins.module_utils import postgres as _cp
@@ -64,6 +64,15 @@ def _login(host, role, password, database, timeout):
     finally:
         conn.close()
     return None
+
+
+def _error_line(exc):
+    """The server's ERROR line of a failed statement, without the LINE/caret context psql adds (that
+    context would quote the statement, and with it the verifier)."""
+    for line in ("%s" % exc).splitlines():
+        if "ERROR:" in line:
+            return line[line.index("ERROR:"):].strip()
+    return "psql failed"
 
 
 def _roles(pg):
@@ -117,7 +126,11 @@ def role_password_result(container, engine="auto", login_user=None, login_passwo
         raise RolePasswordError("role %s in container %s cannot log in (NOLOGIN): its password cannot be "
                                 "verified; nothing was changed" % (role, container), dict(result, changed=False))
     host = container_address(pg.info, container_network)
-    pg.query(credentials.set_password_sql(role, credentials.scram_verifier(password)))
+    try:
+        pg.query(credentials.set_password_sql(role, credentials.scram_verifier(password)))
+    except PgError as exc:
+        raise RolePasswordError("role %s in container %s: the new password could not be stored (%s); nothing was "
+                                "changed" % (role, container, _error_line(exc)), dict(result, changed=False))
     reason = _login(host, role, password, database, connect_timeout)
     if reason is not None:
         pg.query(credentials.set_password_sql(role, old))

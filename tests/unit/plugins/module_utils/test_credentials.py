@@ -75,3 +75,11 @@ def test_saslprep_keeps_ascii_and_unpreparable_strings():
     assert credentials.saslprep("a\tb") == "a\tb"  # ASCII passes as it is, as in PostgreSQL
     unassigned = u"pw\u0221"  # unassigned in Unicode 3.2: SASLprep fails, the password is used as it is
     assert credentials.saslprep(unassigned) == unassigned
+
+
+def test_error_line_drops_the_statement_context():
+    from ansible_collections.nl_biomero.database.plugins.module_utils.role_password import _error_line
+    text = ("query on db failed: psql:<stdin>:2: ERROR:  syntax error at or near \"x\"\n"
+            "LINE 1: ALTER ROLE \"r\" PASSWORD 'SCRAM-SHA-256$4096:salt$k:s' x;\n                     ^")
+    assert _error_line(Exception(text)) == 'ERROR:  syntax error at or near "x"'
+    assert "SCRAM" not in _error_line(Exception(text))
