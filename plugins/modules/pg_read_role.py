@@ -24,6 +24,7 @@ author:
   - NL-BIOMERO database maintainers (@NL-BIOMERO)
 extends_documentation_fragment:
   - nl_biomero.database.container
+  - nl_biomero.database.container.engine
 options:
   name:
     description: The read-only role.

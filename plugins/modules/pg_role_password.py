@@ -27,6 +27,7 @@ author:
   - NL-BIOMERO database maintainers (@NL-BIOMERO)
 extends_documentation_fragment:
   - nl_biomero.database.container
+  - nl_biomero.database.container.engine
 options:
   user:
     description: The role whose password is set. Default the container's E(POSTGRES_USER) (the superuser).
