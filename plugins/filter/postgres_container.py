@@ -26,6 +26,7 @@ import re
 
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.text.converters import to_text
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible_collections.nl_biomero.database.plugins.module_utils import labels as label_names
 from ansible_collections.nl_biomero.database.plugins.module_utils.tuning import (
     SettingsError,
@@ -52,12 +53,12 @@ INSTANCE_KEYS = frozenset((
     "user", "db", "password", "password_file", "initdb_dir", "env", "max_connections", "tuning",
     "tuning_memory_mb", "tuning_cpus", "settings", "logging", "log_dir", "log_filename", "log_rotation_age",
     "log_rotation_size", "log_statement", "shm_size", "memory", "cpus", "restart_policy", "stop_timeout",
-    "published_port", "labels",
+    "published_port", "labels", "log_truncate_on_rotation", "log_keep_days", "clients", "readers",
 ))
 COMMON_KEYS = (
     "state", "image", "network", "max_connections", "tuning", "tuning_memory_mb", "tuning_cpus", "logging",
     "log_filename", "log_rotation_age", "log_rotation_size", "log_statement", "shm_size", "memory", "cpus",
-    "restart_policy", "stop_timeout", "initdb_dir",
+    "restart_policy", "stop_timeout", "initdb_dir", "log_truncate_on_rotation", "log_keep_days",
 )
 RESERVED_ENV = ("POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD", "POSTGRES_PASSWORD_FILE", "PGDATA")
 STATES = ("started", "absent")
@@ -102,10 +103,46 @@ def _cpu_budget(inst, host_cpus):
     return int(host_cpus or 1)
 
 
+def _reader_names(instance, readers):
+    """Names of the read-only roles of an instance; their passwords stay out of the plan."""
+    names = []
+    for reader in readers or []:
+        if not isinstance(reader, dict) or _empty(reader.get("name")) or _empty(reader.get("password")):
+            raise _err(instance, "each of readers needs a name and a password, e.g. {name: metabase, password: ...}")
+        unknown = sorted(set(reader) - set(("name", "password")))
+        if unknown:
+            raise _err(instance, "readers: unknown key(s) %s (accepted: name, password)" % ", ".join(unknown))
+        names.append(to_text(reader["name"]))
+    if len(set(names)) != len(names):
+        raise _err(instance, "readers: names must be unique")
+    return names
+
+
+def _truncate(value):
+    """log_truncate_on_rotation: on unless set off."""
+    if value is None or value == "":
+        return True
+    try:
+        return boolean(value, strict=True)
+    except TypeError:
+        raise SettingsError("log_truncate_on_rotation must be a boolean (got %r)" % (value,))
+
+
+def _keep_days(value):
+    """Days the role keeps server log files (0: it never deletes them)."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool) or not str(value).strip().isdigit():
+        raise SettingsError("log_keep_days must be a whole number of days, 0 to keep every log file (got %r)"
+                            % (value,))
+    return int(value)
+
+
 def _plan_one(inst, common, host_memory_mb, host_cpus, sharing):
     name = inst["name"]
     plan = dict(inst)
     plan.pop("password", None)
+    plan["readers"] = []  # names only, set below for started instances
     plan["role"] = inst.get("role") or name
     plan["state"] = inst.get("state") or "started"
     if plan["state"] not in STATES:
@@ -161,10 +198,12 @@ def _plan_one(inst, common, host_memory_mb, host_cpus, sharing):
                 raise SettingsError("log_dir (or postgres_container_log_root) must be an absolute host path")
             log_settings = logging_settings(
                 common.get("log_mount") or "/var/log/postgresql",
-                filename=inst.get("log_filename") or "postgresql-%Y-%m-%d.log",
+                filename=inst.get("log_filename") or "postgresql-%a.log",
                 rotation_age=inst.get("log_rotation_age") or "1d",
-                rotation_size=inst.get("log_rotation_size") or "100MB",
-                statement=inst.get("log_statement") or "ddl")
+                rotation_size=inst.get("log_rotation_size") or "0",
+                statement=inst.get("log_statement") or "ddl",
+                truncate_on_rotation=_truncate(inst.get("log_truncate_on_rotation")))
+        plan["log_keep_days"] = _keep_days(inst.get("log_keep_days"))
         settings = merge_settings(
             tuned,
             log_settings,
@@ -180,6 +219,7 @@ def _plan_one(inst, common, host_memory_mb, host_cpus, sharing):
     clash = sorted(set(env) & set(RESERVED_ENV))
     if clash:
         raise _err(name, "env must not set %s (use user/db/password/password_file/pgdata)" % ", ".join(clash))
+    plan["readers"] = _reader_names(name, inst.get("readers"))
     plan["env"] = dict((to_text(k), to_text(v)) for k, v in env.items())
     plan["max_connections"] = max_connections
     plan["settings"] = settings

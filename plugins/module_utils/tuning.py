@@ -163,9 +163,10 @@ def merge_settings(*layers):
 
 
 def logging_settings(log_directory, filename="postgresql-%Y-%m-%d.log", rotation_age="1d",
-                     rotation_size="100MB", statement="ddl"):
-    """The logging block of NL-BIOMERO's page, with the log directory inside the container."""
-    return {
+                     rotation_size="100MB", statement="ddl", truncate_on_rotation=None):
+    """The logging block of NL-BIOMERO's page, with the log directory inside the container;
+    ``truncate_on_rotation`` (a bool) adds log_truncate_on_rotation."""
+    settings = {
         "logging_collector": "on",
         "log_directory": log_directory,
         "log_filename": filename,
@@ -173,6 +174,9 @@ def logging_settings(log_directory, filename="postgresql-%Y-%m-%d.log", rotation
         "log_rotation_size": str(rotation_size),
         "log_statement": statement,
     }
+    if truncate_on_rotation is not None:
+        settings["log_truncate_on_rotation"] = format_value("log_truncate_on_rotation", bool(truncate_on_rotation))
+    return settings
 
 
 def postgres_command(max_connections, settings):

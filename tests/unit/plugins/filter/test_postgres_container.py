@@ -190,3 +190,53 @@ def test_listed_summarises_the_container_list():
     ]
     assert listed[3]["exists"] is False and listed[3]["state"] == "missing"
     assert postgres_container_name_filter([{"name": "database"}, {"name": "db.x"}]) == ["^/database$", "^/db\\.x$"]
+
+
+def test_logging_block_rotates_by_weekday_and_truncates():
+    """Without log_filename set, the role's block writes seven weekday files that are truncated on reuse."""
+    common = dict(COMMON, log_filename=None, log_rotation_size=None, log_keep_days=14)
+    settings = plan([dict(DEFAULT_INSTANCES[0], logging=True)], common)[0]["settings"]
+    assert settings["log_filename"] == "postgresql-%a.log"
+    assert settings["log_truncate_on_rotation"] == "on"
+    assert settings["log_rotation_age"] == "1d"
+    assert settings["log_rotation_size"] == "0"
+
+
+@pytest.mark.parametrize("value, expected", [(None, 0), (0, 0), (7, 7), ("30", 30)])
+def test_log_keep_days(value, expected):
+    planned = plan([dict(DEFAULT_INSTANCES[0], logging=True, log_keep_days=value)])[0]
+    assert planned["log_keep_days"] == expected
+
+
+@pytest.mark.parametrize("value", [-1, "1w", 1.5, True])
+def test_log_keep_days_refused(value):
+    with pytest.raises(AnsibleFilterError, match=r"instance 'database': log_keep_days must be a whole number"):
+        plan([dict(DEFAULT_INSTANCES[0], logging=True, log_keep_days=value)])
+
+
+def test_truncate_can_be_switched_off_and_must_be_a_boolean():
+    planned = plan([dict(DEFAULT_INSTANCES[0], logging=True, log_truncate_on_rotation=False)])[0]
+    assert planned["settings"]["log_truncate_on_rotation"] == "off"
+    with pytest.raises(AnsibleFilterError, match="log_truncate_on_rotation must be a boolean"):
+        plan([dict(DEFAULT_INSTANCES[0], logging=True, log_truncate_on_rotation="sometimes")])
+
+
+def test_clients_is_an_instance_key():
+    planned = plan([dict(DEFAULT_INSTANCES[0], clients=["OMERO.server (CONFIG_omero_db_pass)"])])[0]
+    assert planned["clients"] == ["OMERO.server (CONFIG_omero_db_pass)"]
+
+
+def test_readers_are_planned_by_name_only():
+    planned = plan([dict(DEFAULT_INSTANCES[0], readers=[{"name": "metabase", "password": "ro-pw"}])])[0]
+    assert planned["readers"] == ["metabase"]
+    assert "ro-pw" not in repr(planned)
+
+
+@pytest.mark.parametrize("readers, message", [
+    ([{"name": "metabase"}], "needs a name and a password"),
+    ([{"name": "m", "password": "p", "superuser": True}], "unknown key"),
+    ([{"name": "m", "password": "p"}, {"name": "m", "password": "q"}], "unique"),
+])
+def test_readers_refused(readers, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        plan([dict(DEFAULT_INSTANCES[0], readers=readers)])
