@@ -18,9 +18,9 @@ description:
     the service's container, its image, database user and database; never the password).
   - With O(command), writes the service's C(command:), C(healthcheck:) and C(restart:) (and the bind O(mounts),
     e.g. the log directory) into the override file the collection owns in the project, the same file
-    M(nl_biomero.database.pg_compose_handback) writes: C(docker-compose.override.yml) when compose loads it by
+    M(nl_biomero.database.pg_compose_handback) writes (C(docker-compose.override.yml) when compose loads it by
     default and the project has none, else C(docker-compose.nl-biomero.yml) added last to C(COMPOSE_FILE) in
-    C(.env). The user's files are never rewritten; a copy of any file changed is kept as
+    C(.env)). The user's files are never rewritten; a copy of any file changed is kept as
     C(<file>.nlb-backup-<UTC stamp>); an upgrade's image and volume in that file stay as they are.
   - Reports in RV(recreate) why the service's container does not run with these settings (missing, stopped,
     another command, health check, restart policy or mounts); the caller then runs
