@@ -637,7 +637,7 @@ def upgrade_problems(labels, target_image, new_volume, data_dir):
 # ---- provisioning: the role postgres_container takes over a service of the project ---------------------------
 
 # The keys of a service provisioning owns in the override (besides its bind mounts under ``volumes``).
-PROVISION_KEYS = ("command", "healthcheck", "restart")
+PROVISION_KEYS = ("command", "healthcheck", "restart", "stop_grace_period")
 HEALTHCHECK_KEYS = ("test", "interval", "timeout", "retries", "start_period")
 RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
 
@@ -653,11 +653,13 @@ def compose_escape(value):
     return value
 
 
-def provision_settings(command, healthcheck, restart, mounts):
-    """What provisioning writes for a service: {command, healthcheck, restart, mounts}, checked and escaped.
+def provision_settings(command, healthcheck, restart, mounts, stop_timeout=None):
+    """What provisioning writes for a service: {command, healthcheck, restart, stop_grace_period, mounts},
+    checked and escaped.
 
     ``command``: argv (``postgres -N .. -c k=v``); ``healthcheck``: {test, interval, timeout, retries,
-    start_period}; ``restart``: a restart policy; ``mounts``: bind mounts 'host path:container path'.
+    start_period}; ``restart``: a restart policy; ``mounts``: bind mounts 'host path:container path';
+    ``stop_timeout``: seconds compose gives the server's clean shutdown (compose's default is 10).
     """
     if not command or not all(isinstance(item, str) for item in command):
         raise ComposeError("command must be a non-empty list of strings")
@@ -674,6 +676,7 @@ def provision_settings(command, healthcheck, restart, mounts):
     health = dict((key, healthcheck[key]) for key in HEALTHCHECK_KEYS
                   if (healthcheck or {}).get(key) not in (None, ""))
     return {"command": compose_escape(list(command)), "healthcheck": compose_escape(health), "restart": restart,
+            "stop_grace_period": "%ds" % int(stop_timeout) if stop_timeout else None,
             "mounts": compose_escape(list(mounts or []))}
 
 
@@ -699,9 +702,9 @@ def provision_data(current, version, service, settings):
     return _finish(data, version)
 
 
-def container_differs(info, command, test, restart, mounts):
+def container_differs(info, command, test, restart, mounts, stop_timeout=None):
     """Why the container (inspect data, None: missing) does not run ``command`` with health check ``test``,
-    restart policy ``restart`` and bind ``mounts`` (as given, not escaped); [] when it does."""
+    restart policy ``restart``, bind ``mounts`` (as given, not escaped) and ``stop_timeout``; [] when it does."""
     if info is None:
         return ["no container"]
     config, host = info.get("Config") or {}, info.get("HostConfig") or {}
@@ -718,6 +721,8 @@ def container_differs(info, command, test, restart, mounts):
                 if m.get("Type") == "bind")
     if [item for item in mounts or [] if item not in bound]:
         reasons.append("mounts")
+    if stop_timeout and config.get("StopTimeout") != int(stop_timeout):
+        reasons.append("stop timeout")
     return reasons
 
 
@@ -726,12 +731,13 @@ class ServiceSettings(Handback):
     hand-back uses (same file choice, COMPOSE_FILE handling, marker and backups)."""
 
     def __init__(self, project_dir, service, command=None, healthcheck=None, restart="unless-stopped",
-                 mounts=None, state="present"):
+                 mounts=None, state="present", stop_timeout=None):
         self.project_dir = project_dir
         self.service = service
         self.previous_volume = None
         self.change = None
-        self.settings = provision_settings(command, healthcheck, restart, mounts) if state == "present" else None
+        self.settings = (provision_settings(command, healthcheck, restart, mounts, stop_timeout)
+                         if state == "present" else None)
 
     def _data(self, current, project, replaced):
         if self.replaced:

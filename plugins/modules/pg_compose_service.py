@@ -16,7 +16,7 @@ description:
   - Reads a service of a docker-compose project the way docker-compose 1.29 does (C(.env), C(COMPOSE_FILE), the
     default file names) and returns what the role C(postgres_container) needs to take it over (the project name,
     the service's container, its image, database user and database; never the password).
-  - With O(command), writes the service's C(command:), C(healthcheck:) and C(restart:) (and the bind O(mounts),
+  - With O(command), writes the service's C(command:), C(healthcheck:), C(restart:) and C(stop_grace_period:) (and the bind O(mounts),
     e.g. the log directory) into the override file the collection owns in the project, the same file
     M(nl_biomero.database.pg_compose_handback) writes (C(docker-compose.override.yml) when compose loads it by
     default and the project has none, else C(docker-compose.nl-biomero.yml) added last to C(COMPOSE_FILE) in
@@ -51,6 +51,9 @@ options:
     type: str
     choices: ["no", on-failure, always, unless-stopped]
     default: unless-stopped
+  stop_timeout:
+    description: Seconds compose gives the server's clean shutdown (C(stop_grace_period); compose's default is 10).
+    type: int
   mounts:
     description: Bind mounts C(/host/path:/container/path) the service gets besides the project's own volumes.
     type: list
@@ -160,7 +163,7 @@ def _run(module):
         return result
     written = compose.ServiceSettings(params["project_dir"], params["service"], params["command"],
                                       params["healthcheck"], params["restart"], params["mounts"],
-                                      params["state"]).run(check_mode=module.check_mode)
+                                      params["state"], params["stop_timeout"]).run(check_mode=module.check_mode)
     result.update(written)
     result.pop("previous_volume", None)
     if not module._diff:
@@ -168,7 +171,7 @@ def _run(module):
     if params["state"] == "present":
         info = engine.inspect(result["container"]) if result["exists"] else None
         result["recreate"] = compose.container_differs(info, params["command"], (params["healthcheck"] or {}).get(
-            "test"), params["restart"], params["mounts"])
+            "test"), params["restart"], params["mounts"], params["stop_timeout"])
         result["changed"] = result["changed"] or bool(result["recreate"])
     return result
 
@@ -179,7 +182,7 @@ def main():
         project_dir=dict(type="path", required=True), service=dict(type="str", required=True),
         command=dict(type="list", elements="str"), healthcheck=dict(type="dict"),
         restart=dict(type="str", choices=["no", "on-failure", "always", "unless-stopped"], default="unless-stopped"),
-        mounts=dict(type="list", elements="str", default=[]),
+        mounts=dict(type="list", elements="str", default=[]), stop_timeout=dict(type="int"),
         state=dict(type="str", choices=["present", "absent"], default="present"))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     run_module(module, lambda: _run(module))

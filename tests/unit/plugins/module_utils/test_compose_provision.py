@@ -23,6 +23,8 @@ def test_settings_are_escaped_and_checked():
     settings = compose.provision_settings(**SETTINGS)
     assert settings["command"][-1] == "log_filename=pg-$$x.log"
     assert settings["healthcheck"] == {"test": HEALTH["test"], "interval": "10s", "retries": 5}
+    assert settings["stop_grace_period"] is None
+    assert compose.provision_settings(stop_timeout=120, **SETTINGS)["stop_grace_period"] == "120s"
     for bad, message in ((dict(SETTINGS, restart="sometimes"), "restart must be one of"),
                          (dict(SETTINGS, mounts=["logs:/x"]), "mount 'logs:/x' is not"),
                          (dict(SETTINGS, healthcheck={"tset": []}), "unknown key(s) tset"),
@@ -86,6 +88,9 @@ def test_container_differs():
     assert compose.container_differs(None, *args) == ["no container"]
     assert compose.container_differs(info, COMMAND[:3], HEALTH["test"], "always", ["/l:/m"]) == [
         "command", "restart", "mounts"]
+    assert compose.container_differs(info, *args, stop_timeout=120) == ["stop timeout"]
+    info["Config"]["StopTimeout"] = 120
+    assert compose.container_differs(info, *args, stop_timeout=120) == []
 
 
 def test_service_facts(tmp_path):
