@@ -697,8 +697,12 @@ def provision_data(current, version, service, settings):
                  if key not in ("image", "volumes") and key not in PROVISION_KEYS)
     if settings:
         entry.update((key, settings[key]) for key in PROVISION_KEYS if settings.get(key))
-    if entry:
-        data["services"][service] = entry
+    # the service keeps its place in the file (a re-run writes the same text)
+    services = [(name, value) for name, value in (current.get("services") or {}).items()]
+    if service not in dict(services):
+        services.append((service, None))
+    data["services"] = dict((name, entry if name == service else value) for name, value in services
+                            if name != service or entry)
     return _finish(data, version)
 
 

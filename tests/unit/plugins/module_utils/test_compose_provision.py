@@ -43,6 +43,12 @@ def test_provisioning_and_the_upgrade_share_one_file_and_keep_each_other(tmp_pat
                      "restart": "unless-stopped"}
     assert not compose.ServiceSettings(d, "database", **SETTINGS).run()["changed"]
     assert not compose.handed_back(d, "database")
+    # two services: a re-run of each writes the same text (each keeps its place)
+    assert compose.ServiceSettings(d, "database-biomero", **SETTINGS).run()["changed"]
+    assert not compose.ServiceSettings(d, "database", **SETTINGS).run()["changed"]
+    assert not compose.ServiceSettings(d, "database-biomero", **SETTINGS).run()["changed"]
+    assert list(_override(tmp_path)["services"]) == ["database", "database-biomero"]
+    compose.ServiceSettings(d, "database-biomero", state="absent").run()
     # the project reads the same as before (the override adds no image, keeps the data volume)
     assert compose.read_project(d)["services"]["database"]["image"] == "postgres:16"
     # an upgrade's hand-back keeps provisioning's keys and mount; provisioning again keeps the upgrade's pins
