@@ -198,7 +198,7 @@ def test_compose_demo(tmp_path):
     unique project name and a tmp directory), check what it printed and did, then its cleanup."""
     require_image(17)
     name = unique("nlbtest-democ")
-    extra = ["-e", "demo_dir=%s" % tmp_path / "demo", "-e", "demo_project=%s" % name]
+    extra = ["-e", "demo_dir=%s" % (tmp_path / "demo"), "-e", "demo_project=%s" % name]
 
     def play(playbook):
         proc = subprocess.run(["ansible-playbook", "-i", "localhost,", os.path.join(REPO_ROOT, "playbooks", playbook)]
