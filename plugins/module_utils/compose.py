@@ -665,8 +665,8 @@ def provision_settings(command, healthcheck, restart, mounts, stop_timeout=None)
         raise ComposeError("command must be a non-empty list of strings")
     unknown = sorted(set(healthcheck or {}) - set(HEALTHCHECK_KEYS))
     if unknown:
-        raise ComposeError("healthcheck: unknown key(s) %s (accepted: %s)" % (", ".join(unknown),
-                                                                            ", ".join(HEALTHCHECK_KEYS)))
+        raise ComposeError("healthcheck: unknown key(s) %s (accepted: %s)"
+                           % (", ".join(unknown), ", ".join(HEALTHCHECK_KEYS)))
     if restart not in RESTART_POLICIES:
         raise ComposeError("restart must be one of %s, not %r" % (", ".join(RESTART_POLICIES), restart))
     for item in mounts or []:
@@ -698,7 +698,7 @@ def provision_data(current, version, service, settings):
     if settings:
         entry.update((key, settings[key]) for key in PROVISION_KEYS if settings.get(key))
     # the service keeps its place in the file (a re-run writes the same text)
-    services = [(name, value) for name, value in (current.get("services") or {}).items()]
+    services = list((current.get("services") or {}).items())
     if service not in dict(services):
         services.append((service, None))
     data["services"] = dict((name, entry if name == service else value) for name, value in services

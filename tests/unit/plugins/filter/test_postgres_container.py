@@ -217,8 +217,8 @@ def test_compose_instances_take_image_and_credentials_from_the_project():
     instances = [dict(DEFAULT_INSTANCES[0], max_connections=500, logging=True, password=""), DEFAULT_INSTANCES[1]]
     plans = postgres_container_plan(instances, COMMON, 24576, 2, COMPOSED)
     omero, biomero = plans
-    assert (omero["image"], omero["user"], omero["db"], omero["volume"]) == ("nl-biomero/postgres:17", "omero",
-                                                                            "omero", None)
+    assert (omero["image"], omero["user"], omero["db"], omero["volume"]) == (
+        "nl-biomero/postgres:17", "omero", "omero", None)
     assert (biomero["user"], biomero["db"]) == ("bio", "bio")
     assert omero["check"]["image"] == "nl-biomero/postgres:17" and omero["settings"]["logging_collector"] == "on"
     specs = postgres_container_spec(plans, COMMON, check_result(plans, major=17))

@@ -58,7 +58,9 @@ def test_provisioning_and_the_upgrade_share_one_file_and_keep_each_other(tmp_pat
     assert entry["volumes"] == ["p_database-pg17:/var/lib/postgresql/data", "/logs/db:/var/log/postgresql"]
     assert compose.handed_back(d, "database")
     assert not compose.ServiceSettings(d, "database", **SETTINGS).run()["changed"]
-    changed = compose.ServiceSettings(d, "database", **dict(SETTINGS, restart="always", mounts=[])).run()
+    other = dict(SETTINGS)
+    other.update(restart="always", mounts=[])
+    changed = compose.ServiceSettings(d, "database", **other).run()
     assert changed["changed"] and len(changed["backups"]) == 1
     entry = _override(tmp_path)["services"]["database"]
     assert entry["volumes"] == ["p_database-pg17:/var/lib/postgresql/data"] and entry["restart"] == "always"
