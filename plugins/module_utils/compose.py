@@ -706,6 +706,18 @@ def provision_data(current, version, service, settings):
     return _finish(data, version)
 
 
+def start_period_allowed(version):
+    """Whether compose file format ``version`` (None: the compose specification) knows healthcheck start_period."""
+    if version is None:
+        return True
+    major, _dot, minor = str(version).partition(".")
+    try:
+        major, minor = int(major), int(minor or 0)
+    except ValueError:
+        return True  # not a format number compose knows; compose itself will say
+    return (major == 2 and minor >= 3) or (major == 3 and minor >= 4) or major > 3
+
+
 def container_differs(info, command, test, restart, mounts, stop_timeout=None):
     """Why the container (inspect data, None: missing) does not run ``command`` with health check ``test``,
     restart policy ``restart``, bind ``mounts`` (as given, not escaped) and ``stop_timeout``; [] when it does."""
@@ -744,6 +756,11 @@ class ServiceSettings(Handback):
                          if state == "present" else None)
 
     def _data(self, current, project, replaced):
+        if self.settings and self.settings["healthcheck"].get("start_period") and not start_period_allowed(
+                project["version"]):
+            raise ComposeError("compose file format %s (version: of %s) has no healthcheck start_period (it needs "
+                               "2.3+ or 3.4+): raise the version, or leave start_period out of the health check"
+                               % (project["version"], project["files"][0]))
         if self.replaced:
             replaced[self.service] = self.replaced  # the hand-back's record stays
         return provision_data(current, project["version"], self.service, self.settings)

@@ -108,3 +108,20 @@ def test_service_facts(tmp_path):
                      "exists": False, "image": "postgres:16", "user": "biomero", "database": "biomero_db"}
     with pytest.raises(ComposeError, match="has no service databse"):
         compose.service_facts(compose.read_project(d), "databse", {})
+
+
+@pytest.mark.parametrize("version, allowed", [(None, True), ("3.8", True), ("3.4", True), ("3", False),
+                                              ("3.3", False), ("2.3", True), ("2.1", False), ("2", False)])
+def test_start_period_needs_a_recent_file_format(version, allowed):
+    assert compose.start_period_allowed(version) is allowed
+
+
+def test_start_period_on_an_old_format_is_refused_before_anything_is_written(tmp_path):
+    d = project(tmp_path, {"docker-compose.yml": PLATFORM.replace('version: "3.8"', 'version: "3"')})
+    old = dict(SETTINGS)
+    old["healthcheck"] = dict(HEALTH, start_period="60s")
+    with pytest.raises(ComposeError, match=r"compose file format 3 \(version: of .*docker-compose.yml\) has no "
+                                           r"healthcheck start_period"):
+        compose.ServiceSettings(d, "database", **old).run()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".env", "docker-compose.yml"]
+    assert compose.ServiceSettings(d, "database", **SETTINGS).run()["changed"]  # without start_period
