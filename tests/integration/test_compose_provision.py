@@ -182,8 +182,6 @@ def test_check_mode_tells_the_truth_and_changes_nothing(site):
      "'work_mem' = 'lots'"),
     ({"postgres_container_instances": [{"name": "database", "compose_service": "databse"}]},
      "has no service databse (it has database, database-biomero, omeroserver)"),
-    ({"postgres_container_instances": [{"name": "database", "volume": "other"}]},
-     "volume: the compose project"),
     ({"postgres_container_compose_project": "/nonexistent/nlbtest-project"},
      "compose project directory /nonexistent/nlbtest-project does not exist"),
 ])
