@@ -375,7 +375,7 @@ def override_text(data, compose_file_before, replaced=None):
     the project's own files give the services (a rollback checks they still exist), the YAML."""
     import yaml
     lines = [MARKER,
-             "# Do not edit: nl_biomero.database rewrites this file (upgrade) and removes it (rollback);",
+             "# Do not edit: nl_biomero.database rewrites this file (provisioning, upgrade) and removes what it added (rollback);",
              "# put your own settings in a file of yours.",
              _BEFORE + json.dumps(compose_file_before),
              _REPLACED + json.dumps(replaced or {}, sort_keys=True)]
