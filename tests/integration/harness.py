@@ -173,12 +173,15 @@ class Writer(threading.Thread):
 
     Each session commits one row at a time and says so after the commit
     (a NOTICE), so ``committed`` holds only rows that were really committed.
+    A session lasts up to a minute, so it is always alive when a fence comes
+    (a session that ended by itself just before would not be seen ended);
+    ``stop`` ends it in the server.
     """
 
     LOOP = ("DO $$ DECLARE n bigint; t0 timestamptz := clock_timestamp(); BEGIN LOOP "
             "INSERT INTO writes (note) VALUES ('unlisted') RETURNING id INTO n; COMMIT; "
             "RAISE NOTICE 'committed %', n; PERFORM pg_sleep(0.02); "
-            "EXIT WHEN clock_timestamp() - t0 > interval '3 seconds'; END LOOP; END $$;")
+            "EXIT WHEN clock_timestamp() - t0 > interval '60 seconds'; END LOOP; END $$;")
 
     def __init__(self, container, user, database):
         super().__init__(daemon=True)
@@ -203,7 +206,13 @@ class Writer(threading.Thread):
 
     def stop(self):
         self.stopping.set()
-        self.join(timeout=30)
+        # docker exec does not pass a kill on to psql in the container: end the session in the server
+        deadline = time.time() + 60
+        while self.is_alive() and time.time() < deadline:
+            engine("exec", self.container, "psql", "-X", "-q", "-U", self.user, "-d", self.database, "-c",
+                   "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'unlisted-writer'",
+                   check=False, timeout=30)
+            self.join(timeout=2)
         assert not self.is_alive()
 
 
