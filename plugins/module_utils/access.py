@@ -116,7 +116,7 @@ def normalize_rules(rules, tls, superuser):
     if index is not None:
         raise AccessError(
             "%s would lock out the role's own connection: its tasks log in as %s over the container's socket "
-            "(docker exec psql) without a password; restrict the rule to other users" % (
+            "(docker exec psql) without a password; restrict the rule to other users; nothing was changed" % (
                 _rule_name(index, rules[index]), superuser))
     return result
 
@@ -140,7 +140,7 @@ def listen_setting(value):
     if not any(address in LOOPBACK_LISTEN for address in addresses):
         raise AccessError(
             "listen_addresses %r would lock out the role's own connection: the health check connects to "
-            "127.0.0.1 in the container; add 127.0.0.1 (or '*')" % ",".join(addresses))
+            "127.0.0.1 in the container; add 127.0.0.1 (or '*'); nothing was changed" % ",".join(addresses))
     return ",".join(addresses)
 
 
