@@ -145,8 +145,8 @@ def _access(inst, common, settings):
     access = access_plan(inst["name"], inst["user"], inst.get("hba"), inst.get("listen_addresses"),
                          inst.get("tls"), settings)
     if access:
-        access["dir"] = inst.get("access_dir") or "%s/%s" % (str(common.get("access_root") or "").rstrip("/"),
-                                                              inst["name"])
+        root = str(common.get("access_root") or "").rstrip("/")
+        access["dir"] = inst.get("access_dir") or "%s/%s" % (root, inst["name"])
         if access["files"] and not access["dir"].startswith("/"):
             raise AccessError("access_dir (or postgres_container_access_root) must be an absolute host path")
     return access

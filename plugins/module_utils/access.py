@@ -124,7 +124,7 @@ def normalize_rules(rules, tls, superuser):
 def listen_setting(value):
     """The listen_addresses text from a list (or comma-separated text); refuses one without loopback."""
     if isinstance(value, str):
-        value = [part for part in value.split(",")]
+        value = value.split(",")
     if not isinstance(value, list):
         raise AccessError("listen_addresses must be a list of addresses, e.g. ['*'] or ['127.0.0.1', '10.0.0.5']")
     addresses = [str(part).strip() for part in value]
