@@ -4,7 +4,10 @@
 # failed BIOMERO.importer order, print a summary. Safe to re-run.
 #
 #   ./scripts/demo.sh          run the demo (sets up the machine first)
-#   ./scripts/demo.sh clean    remove the demo's containers, volumes, network and files
+#   ./scripts/demo.sh compose  the same job on a docker-compose deployment: a project laid out like
+#                              NL-BIOMERO's is brought up, taken over by the collection, backed up and
+#                              restore-tested (playbooks/demo_compose.yml)
+#   ./scripts/demo.sh clean    remove both demos' containers, volumes, networks and files
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$REPO_ROOT"
@@ -14,12 +17,17 @@ case "${1:-run}" in
         "$REPO_ROOT/scripts/setup.sh"
         ansible-playbook -i localhost, playbooks/demo.yml
         ;;
+    compose)
+        "$REPO_ROOT/scripts/setup.sh"
+        ansible-playbook -i localhost, playbooks/demo_compose.yml
+        ;;
     clean)
         link_collection
         ansible-playbook -i localhost, playbooks/demo_cleanup.yml
+        ansible-playbook -i localhost, playbooks/demo_compose_cleanup.yml
         ;;
     *)
-        echo "usage: $0 [run|clean]" >&2
+        echo "usage: $0 [run|compose|clean]" >&2
         exit 2
         ;;
 esac

@@ -55,13 +55,17 @@ INSTANCE_KEYS = frozenset((
     "tuning_memory_mb", "tuning_cpus", "settings", "logging", "log_dir", "log_filename", "log_rotation_age",
     "log_rotation_size", "log_statement", "shm_size", "memory", "cpus", "restart_policy", "stop_timeout",
     "published_port", "labels", "log_truncate_on_rotation", "log_keep_days", "clients", "readers",
-    "hba", "listen_addresses", "tls", "access_dir",
+    "compose_service", "hba", "listen_addresses", "tls", "access_dir",
 ))
 COMMON_KEYS = (
     "state", "image", "network", "max_connections", "tuning", "tuning_memory_mb", "tuning_cpus", "logging",
     "log_filename", "log_rotation_age", "log_rotation_size", "log_statement", "shm_size", "memory", "cpus",
     "restart_policy", "stop_timeout", "initdb_dir", "log_truncate_on_rotation", "log_keep_days",
 )
+# Keys the compose project owns for a service it defines (postgres_container_compose_project): an instance
+# that sets one is refused rather than silently ignored. user, db and password come from the project too.
+COMPOSE_OWNED = ("image", "volume", "data_path", "data_mount", "pgdata", "network", "aliases", "password_file",
+                 "initdb_dir", "env", "published_port", "labels", "shm_size", "memory", "cpus")
 RESERVED_ENV = ("POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD", "POSTGRES_PASSWORD_FILE", "PGDATA")
 STATES = ("started", "absent")
 TUNING_MODES = ("auto", "none")
@@ -152,11 +156,25 @@ def _access(inst, common, settings):
     return access
 
 
-def _plan_one(inst, common, host_memory_mb, host_cpus, sharing):
+def _compose_instance(inst, facts):
+    """The instance as the compose project defines it: its image and credentials, no container options."""
     name = inst["name"]
+    if (inst.get("state") or "started") != "started":
+        raise _err(name, "state must be started for a service of the compose project %s (remove it with "
+                         "docker-compose)" % facts["dir"])
+    inst = dict(inst, image=facts["image"], user=facts["user"], db=facts["database"], password=None,
+                password_file=None, data_path=None, initdb_dir=None, memory=None, cpus=None, shm_size=None)
+    return inst
+
+
+def _plan_one(inst, common, host_memory_mb, host_cpus, sharing, facts=None):
+    name = inst["name"]
+    if facts:
+        inst = _compose_instance(inst, facts)
     plan = dict(inst)
     plan.pop("password", None)
     plan["readers"] = []  # names only, set below for started instances
+    plan["compose"] = facts or None
     plan["role"] = inst.get("role") or name
     plan["state"] = inst.get("state") or "started"
     if plan["state"] not in STATES:
@@ -170,7 +188,9 @@ def _plan_one(inst, common, host_memory_mb, host_cpus, sharing):
             raise _err(name, "%s is required" % key)
     has_password = not _empty(inst.get("password"))
     has_file = not _empty(inst.get("password_file"))
-    if not has_password and not has_file:
+    if facts:
+        pass  # the project gives the container its password
+    elif not has_password and not has_file:
         raise _err(name, "no password: set password or password_file (the default instances take "
                          "postgres_container_omero_password and postgres_container_biomero_password)")
     if has_password and has_file:
@@ -181,7 +201,9 @@ def _plan_one(inst, common, host_memory_mb, host_cpus, sharing):
     # task reads it, from postgres_container_instances.
     plan.pop("password", None)
     plan["password_file"] = inst["password_file"] if has_file else None
-    if _empty(inst.get("data_path")):
+    if facts:
+        plan["data_path"] = plan["volume"] = None  # the project's own volume stays
+    elif _empty(inst.get("data_path")):
         plan["data_path"] = None
         plan["volume"] = inst.get("volume") or name
     else:
@@ -228,6 +250,10 @@ def _plan_one(inst, common, host_memory_mb, host_cpus, sharing):
             if not _empty(inst.get(key)):
                 size_to_bytes(inst[key])
         plan["access"] = _access(inst, common, settings)
+        if facts and plan["access"] and plan["access"]["files"]:
+            raise AccessError("hba and tls mount the instance's access directory, which the compose override "
+                              "does not carry: not supported for a service taken over from a compose project "
+                              "(listen_addresses is)")
     except (SettingsError, AccessError, ValueError, TypeError) as exc:
         raise _err(name, to_text(exc))
     env = inst.get("env") or {}
@@ -244,18 +270,38 @@ def _plan_one(inst, common, host_memory_mb, host_cpus, sharing):
     return plan
 
 
-def postgres_container_plan(instances, common, host_memory_mb=None, host_cpus=None):
-    """Merged, validated instances (see the module docstring)."""
+def postgres_container_plan(instances, common, host_memory_mb=None, host_cpus=None, compose=None):
+    """Merged, validated instances (see the module docstring). ``compose``: the results of
+    ``pg_compose_service`` reading each instance's service (postgres_container_compose_project), or None."""
     if not isinstance(instances, list):
         raise AnsibleFilterError("postgres_container: postgres_container_instances must be a list")
     common = dict(common or {})
+    facts = dict((result["item"]["name"], result) for result in compose or [] if not result.get("skipped"))
+    for instance in instances:
+        owned = sorted(key for key in COMPOSE_OWNED if instance.get("name") in facts and instance.get(key) is not None)
+        if owned:
+            raise _err(instance["name"], "%s: the compose project %s sets these for service %s; change them there"
+                       % (", ".join(owned), facts[instance["name"]]["dir"], facts[instance["name"]]["service"]))
     merged = [_merged(dict(instance), common) for instance in instances]
     names = [inst["name"] for inst in merged]
     duplicates = sorted(set(n for n in names if names.count(n) > 1))
     if duplicates:
         raise AnsibleFilterError("postgres_container: instance names must be unique: %s" % ", ".join(duplicates))
+    services = [facts[name]["service"] for name in names if name in facts]
+    duplicates = sorted(set(n for n in services if services.count(n) > 1))
+    if duplicates:
+        raise AnsibleFilterError("postgres_container: two instances take over compose service(s) %s"
+                                 % ", ".join(duplicates))
     sharing = len([i for i in merged if (i.get("state") or "started") != "absent"])
-    return [_plan_one(inst, common, host_memory_mb, host_cpus, sharing) for inst in merged]
+    return [_plan_one(inst, common, host_memory_mb, host_cpus, sharing, facts.get(inst["name"]))
+            for inst in merged]
+
+
+def postgres_container_compose_services(instances):
+    """[{name, service}] of the instances (service: compose_service, default the name): what the role reads
+    from the compose project, without the instances' passwords."""
+    return [{"name": item.get("name"), "service": item.get("compose_service") or item.get("name")}
+            for item in instances or []]
 
 
 def _labels(plan, common, major):
@@ -286,6 +332,8 @@ def _spec_one(plan, common, probed):
     spec = dict(plan)
     spec.update({"major": major, "uid": facts.get("uid"), "gid": facts.get("gid"),
                  "data_mount": mount, "pgdata": pgdata})
+    if plan.get("compose"):
+        return _compose_spec(spec, common)
     if plan.get("volume"):
         mounts = [{"type": "volume", "source": plan["volume"], "target": mount}]
     else:
@@ -308,9 +356,7 @@ def _spec_one(plan, common, probed):
         mounts.append({"type": "bind", "source": access["dir"], "target": access["mount"], "read_only": True})
     host_files = [{"what": what, "path": plan[what]} for what in ("password_file", "initdb_dir")
                   if not _empty(plan.get(what))]
-    health = dict(common.get("healthcheck") or {})
-    health["test"] = ["CMD", "pg_isready", "-q", "-h", "127.0.0.1", "-p", str(PG_PORT),
-                      "-U", plan["user"], "-d", plan["db"]]
+    health = _healthcheck(plan, common)
     ports = []
     if plan.get("published_port"):
         ports = ["%s:%d:%d" % (common.get("publish_address") or "127.0.0.1", int(plan["published_port"]), PG_PORT)]
@@ -328,6 +374,30 @@ def _spec_one(plan, common, probed):
         "shm_size": plan.get("shm_size") or None,
         "memory": plan.get("memory") or None,
         "cpus": float(plan["cpus"]) if plan.get("cpus") else None,
+    })
+    return spec
+
+
+def _healthcheck(plan, common):
+    health = dict(common.get("healthcheck") or {})
+    health["test"] = ["CMD", "pg_isready", "-q", "-h", "127.0.0.1", "-p", str(PG_PORT),
+                      "-U", plan["user"], "-d", plan["db"]]
+    return health
+
+
+def _compose_spec(spec, common):
+    """A service of the compose project: the container compose made (or makes), the settings for its override."""
+    log_mount = common.get("log_mount") or "/var/log/postgresql"
+    spec.update({
+        "name": spec["compose"]["container"],
+        "instance": spec["name"],
+        "env": {}, "host_files": [], "labels": {}, "published_ports": [], "networks": [],
+        "mounts": [{"type": "bind", "source": spec["log_dir"], "target": log_mount}] if spec.get("log_dir") else [],
+        "compose_mounts": ["%s:%s" % (spec["log_dir"], log_mount)] if spec.get("log_dir") else [],
+        "healthcheck": _healthcheck(spec, common),
+        "command": postgres_command(spec["max_connections"],
+                                    merge_settings(spec["settings"], (spec.get("access") or {}).get("settings"))),
+        "shm_size": None, "memory": None, "cpus": None,
     })
     return spec
 
@@ -400,4 +470,5 @@ class FilterModule(object):
             "postgres_container_spec": postgres_container_spec,
             "postgres_container_listed": postgres_container_listed,
             "postgres_container_name_filter": postgres_container_name_filter,
+            "postgres_container_compose_services": postgres_container_compose_services,
         }

@@ -331,16 +331,28 @@ def override_data(current, version, service, change):
     Returns {} when nothing is left.
     """
     data = {"services": dict(current.get("services") or {}), "volumes": dict(current.get("volumes") or {})}
-    data["services"].pop(service, None)
+    old = dict(data["services"].pop(service, None) or {})
+    # What provisioning wrote for the service (command, healthcheck, restart, bind mounts) stays.
+    mounts = [item for item in old.get("volumes") or [] if _volume_source(item) not in data["volumes"]]
+    entry = {}
     if change:
-        entry = {}
         if change.get("image"):
             entry["image"] = change["image"]
         if change.get("volume"):
-            entry["volumes"] = ["%s:%s" % (change["volume"], change.get("target") or "/var/lib/postgresql/data")]
+            target = change.get("target") or "/var/lib/postgresql/data"
+            mounts = ["%s:%s" % (change["volume"], target)] + [
+                item for item in mounts if volume_target(item) != target]
             data["volumes"][change["volume"]] = {"external": True}
-        if entry:
-            data["services"][service] = entry
+    if mounts:
+        entry["volumes"] = mounts
+    entry.update((key, value) for key, value in old.items() if key not in ("image", "volumes"))
+    if entry:
+        data["services"][service] = entry
+    return _finish(data, version)
+
+
+def _finish(data, version):
+    """The override's data: volumes no service uses dropped, ``version`` first; {} when no service is left."""
     used = set(_volume_source(item) for svc in data["services"].values() for item in svc.get("volumes", []))
     data["volumes"] = dict((key, value) for key, value in data["volumes"].items() if key in used)
     if not data["services"]:
@@ -363,7 +375,7 @@ def override_text(data, compose_file_before, replaced=None):
     the project's own files give the services (a rollback checks they still exist), the YAML."""
     import yaml
     lines = [MARKER,
-             "# Do not edit: nl_biomero.database rewrites this file (upgrade) and removes it (rollback);",
+             "# Do not edit: nl_biomero.database rewrites this file (provisioning, upgrade) and removes what it added (rollback);",
              "# put your own settings in a file of yours.",
              _BEFORE + json.dumps(compose_file_before),
              _REPLACED + json.dumps(replaced or {}, sort_keys=True)]
@@ -489,12 +501,7 @@ class Handback(object):
         current, before, replaced = marked.get(own, ({}, False, {}))
         self.replaced = replaced.get(self.service)
         replaced = dict((key, value) for key, value in replaced.items() if key != self.service)
-        if self.change and (self.previous_volume or self.replaced):
-            # the first upgrade's: the project's own files still give the service that volume
-            replaced[self.service] = self.replaced or self.previous_volume
-        if self.change and self.change.get("volume") and self.change.get("target"):
-            self._check_target(project)
-        data = override_data(current, project["version"], self.service, self.change)
+        data = self._data(current, project, replaced)
         env_text = project["env_text"]
         sep = project["env"].get("COMPOSE_PATH_SEPARATOR") or SEPARATOR
         if own == OWN_FILE and data and own not in marked:
@@ -508,6 +515,15 @@ class Handback(object):
         old_text = _read(path) if own in marked else ""
         new_text = override_text(data, before, replaced) if data else ""
         return project, path, old_text, new_text, env_text
+
+    def _data(self, current, project, replaced):
+        """The override's data with this change; ``replaced`` ({service: volume}) updated to match."""
+        if self.change and (self.previous_volume or self.replaced):
+            # the first upgrade's: the project's own files still give the service that volume
+            replaced[self.service] = self.replaced or self.previous_volume
+        if self.change and self.change.get("volume") and self.change.get("target"):
+            self._check_target(project)
+        return override_data(current, project["version"], self.service, self.change)
 
     def _check_target(self, project):
         # The new volume replaces the mount at the same target; one of the old layout (the data directory
@@ -576,7 +592,13 @@ def handed_back(project_dir, service):
             text = _read(path)
         except (IOError, OSError):
             continue
-        if text.startswith(MARKER) and service in ((read_own(text)[0] or {}).get("services") or {}):
+        if not text.startswith(MARKER):
+            continue
+        data = read_own(text)[0] or {}
+        entry = (data.get("services") or {}).get(service) or {}
+        # an image or a volume of ours is a hand-back; provisioning's command, healthcheck, ... are not
+        if entry.get("image") or [item for item in entry.get("volumes") or []
+                                  if _volume_source(item) in (data.get("volumes") or {})]:
             return True
     return False
 
@@ -610,3 +632,150 @@ def upgrade_problems(labels, target_image, new_volume, data_dir):
     except ComposeError as exc:
         return seen, ["%s: %s" % (where, exc)]
     return seen, []
+
+
+# ---- provisioning: the role postgres_container takes over a service of the project ---------------------------
+
+# The keys of a service provisioning owns in the override (besides its bind mounts under ``volumes``).
+PROVISION_KEYS = ("command", "healthcheck", "restart", "stop_grace_period")
+HEALTHCHECK_KEYS = ("test", "interval", "timeout", "retries", "start_period")
+RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
+
+
+def compose_escape(value):
+    """``value`` as compose must read it literally: ``$`` doubled (compose interpolates every string)."""
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, list):
+        return [compose_escape(item) for item in value]
+    if isinstance(value, dict):
+        return dict((key, compose_escape(item)) for key, item in value.items())
+    return value
+
+
+def provision_settings(command, healthcheck, restart, mounts, stop_timeout=None):
+    """What provisioning writes for a service: {command, healthcheck, restart, stop_grace_period, mounts},
+    checked and escaped.
+
+    ``command``: argv (``postgres -N .. -c k=v``); ``healthcheck``: {test, interval, timeout, retries,
+    start_period}; ``restart``: a restart policy; ``mounts``: bind mounts 'host path:container path';
+    ``stop_timeout``: seconds compose gives the server's clean shutdown (compose's default is 10).
+    """
+    if not command or not all(isinstance(item, str) for item in command):
+        raise ComposeError("command must be a non-empty list of strings")
+    unknown = sorted(set(healthcheck or {}) - set(HEALTHCHECK_KEYS))
+    if unknown:
+        raise ComposeError("healthcheck: unknown key(s) %s (accepted: %s)"
+                           % (", ".join(unknown), ", ".join(HEALTHCHECK_KEYS)))
+    if restart not in RESTART_POLICIES:
+        raise ComposeError("restart must be one of %s, not %r" % (", ".join(RESTART_POLICIES), restart))
+    for item in mounts or []:
+        parts = str(item).split(":")
+        if len(parts) != 2 or not parts[0].startswith("/") or not parts[1].startswith("/"):
+            raise ComposeError("mount %r is not '/host/path:/container/path'" % (item,))
+    health = dict((key, healthcheck[key]) for key in HEALTHCHECK_KEYS
+                  if (healthcheck or {}).get(key) not in (None, ""))
+    return {"command": compose_escape(list(command)), "healthcheck": compose_escape(health), "restart": restart,
+            "stop_grace_period": "%ds" % int(stop_timeout) if stop_timeout else None,
+            "mounts": compose_escape(list(mounts or []))}
+
+
+def provision_data(current, version, service, settings):
+    """The override's data with provisioning's ``settings`` (from :func:`provision_settings`; None: removed)
+    for ``service``. The hand-back's image and external volumes and the other services stay as they are."""
+    data = {"services": dict(current.get("services") or {}), "volumes": dict(current.get("volumes") or {})}
+    old = dict(data["services"].pop(service, None) or {})
+    handed = [item for item in old.get("volumes") or [] if _volume_source(item) in data["volumes"]]
+    entry = {}
+    if old.get("image"):
+        entry["image"] = old["image"]
+    taken = set(volume_target(item) for item in handed)
+    mounts = handed + [item for item in (settings or {}).get("mounts") or [] if volume_target(item) not in taken]
+    if mounts:
+        entry["volumes"] = mounts
+    entry.update((key, value) for key, value in old.items()
+                 if key not in ("image", "volumes") and key not in PROVISION_KEYS)
+    if settings:
+        entry.update((key, settings[key]) for key in PROVISION_KEYS if settings.get(key))
+    # the service keeps its place in the file (a re-run writes the same text)
+    services = list((current.get("services") or {}).items())
+    if service not in dict(services):
+        services.append((service, None))
+    data["services"] = dict((name, entry if name == service else value) for name, value in services
+                            if name != service or entry)
+    return _finish(data, version)
+
+
+def start_period_allowed(version):
+    """Whether compose file format ``version`` (None: the compose specification) knows healthcheck start_period."""
+    if version is None:
+        return True
+    major, _dot, minor = str(version).partition(".")
+    try:
+        major, minor = int(major), int(minor or 0)
+    except ValueError:
+        return True  # not a format number compose knows; compose itself will say
+    return (major == 2 and minor >= 3) or (major == 3 and minor >= 4) or major > 3
+
+
+def container_differs(info, command, test, restart, mounts, stop_timeout=None):
+    """Why the container (inspect data, None: missing) does not run ``command`` with health check ``test``,
+    restart policy ``restart``, bind ``mounts`` (as given, not escaped) and ``stop_timeout``; [] when it does."""
+    if info is None:
+        return ["no container"]
+    config, host = info.get("Config") or {}, info.get("HostConfig") or {}
+    reasons = []
+    if not (info.get("State") or {}).get("Running"):
+        reasons.append("not running")
+    if list(config.get("Cmd") or []) != list(command):
+        reasons.append("command")
+    if list((config.get("Healthcheck") or {}).get("Test") or []) != list(test or []):
+        reasons.append("healthcheck")
+    if ((host.get("RestartPolicy") or {}).get("Name") or "no") != restart:
+        reasons.append("restart")
+    bound = set("%s:%s" % (m.get("Source"), m.get("Destination")) for m in info.get("Mounts") or []
+                if m.get("Type") == "bind")
+    if [item for item in mounts or [] if item not in bound]:
+        reasons.append("mounts")
+    if stop_timeout and config.get("StopTimeout") != int(stop_timeout):
+        reasons.append("stop timeout")
+    return reasons
+
+
+class ServiceSettings(Handback):
+    """Write (state present) or remove (absent) provisioning's settings of ``service`` in the override the
+    hand-back uses (same file choice, COMPOSE_FILE handling, marker and backups)."""
+
+    def __init__(self, project_dir, service, command=None, healthcheck=None, restart="unless-stopped",
+                 mounts=None, state="present", stop_timeout=None):
+        self.project_dir = project_dir
+        self.service = service
+        self.previous_volume = None
+        self.change = None
+        self.settings = (provision_settings(command, healthcheck, restart, mounts, stop_timeout)
+                         if state == "present" else None)
+
+    def _data(self, current, project, replaced):
+        if self.settings and self.settings["healthcheck"].get("start_period") and not start_period_allowed(
+                project["version"]):
+            raise ComposeError("compose file format %s (version: of %s) has no healthcheck start_period (it needs "
+                               "2.3+ or 3.4+): raise the version, or leave start_period out of the health check"
+                               % (project["version"], project["files"][0]))
+        if self.replaced:
+            replaced[self.service] = self.replaced  # the hand-back's record stays
+        return provision_data(current, project["version"], self.service, self.settings)
+
+
+def service_facts(project, service, containers):
+    """What the role needs of ``service``: project (name), container (the service's container among
+    ``containers`` {name: labels}, else compose v1's name for it), exists, image, user, database."""
+    spec = service_of(project, service)
+    if not spec.get("image"):
+        raise ComposeError("service %s of compose project %s has no image: (a build: service cannot be taken "
+                           "over)" % (service, project["dir"]))
+    found = service_container(containers, project["name"], service, project["dir"])
+    credentials = service_credentials(project, service)
+    return {"project": project["name"], "dir": project["dir"], "service": service,
+            "container": found or container_names(project["name"], service)[0], "exists": found is not None,
+            "image": interpolate(spec["image"], project["env"], "image of service %s" % service),
+            "user": credentials["user"], "database": credentials["database"]}

@@ -227,7 +227,7 @@ def test_upgrade_hand_back_survives_compose_up_and_rollback(site):
     with open(os.path.join(site.dir, "docker-compose.override.yml")) as handle:
         assert handle.read() == (
             compose.MARKER + "\n"
-            "# Do not edit: nl_biomero.database rewrites this file (upgrade) and removes it (rollback);\n"
+            "# Do not edit: nl_biomero.database rewrites this file (provisioning, upgrade) and removes what it added (rollback);\n"
             "# put your own settings in a file of yours.\n"
             "# nl-biomero-compose-file-before: false\n"
             "# nl-biomero-replaced-volumes: {\"database\": \"%s_database\"}\n"

@@ -35,7 +35,8 @@ def check_result(plans, major=16):
 
 def test_filters_are_registered():
     assert set(FilterModule().filters()) == {"postgres_container_plan", "postgres_container_spec",
-                                             "postgres_container_listed", "postgres_container_name_filter"}
+                                             "postgres_container_listed", "postgres_container_name_filter",
+                                             "postgres_container_compose_services"}
 
 
 def test_defaults_share_the_host_memory_between_the_two_instances():
@@ -286,3 +287,66 @@ def test_access_options_refused_in_the_plan(extra, words):
         plan([dict(DEFAULT_INSTANCES[0], **extra)])
     for word in words:
         assert word in str(err.value)
+
+
+# ---- instances taken over from a compose project (postgres_container_compose_project)
+
+def _read(name, service, image="nl-biomero/postgres:17", user="omero", database="omero"):
+    """What pg_compose_service returns for an instance's service (a loop result)."""
+    return {"item": {"name": name, "service": service}, "changed": False, "project": "nlb", "dir": "/srv/nlb",
+            "service": service, "container": "nlb_%s_1" % service, "exists": True, "image": image, "user": user,
+            "database": database}
+
+
+COMPOSED = [_read("database", "database"), _read("database-biomero", "database-biomero", user="bio", database="bio")]
+
+
+def test_compose_services_default_to_the_instance_names_without_passwords():
+    from ansible_collections.nl_biomero.database.plugins.filter.postgres_container import (
+        postgres_container_compose_services)
+    assert postgres_container_compose_services(DEFAULT_INSTANCES + [{"name": "x", "compose_service": "db2"}]) == [
+        {"name": "database", "service": "database"}, {"name": "database-biomero", "service": "database-biomero"},
+        {"name": "x", "service": "db2"}]
+
+
+def test_compose_instances_take_image_and_credentials_from_the_project():
+    instances = [dict(DEFAULT_INSTANCES[0], max_connections=500, logging=True, password=""), DEFAULT_INSTANCES[1]]
+    plans = postgres_container_plan(instances, COMMON, 24576, 2, COMPOSED)
+    omero, biomero = plans
+    assert (omero["image"], omero["user"], omero["db"], omero["volume"]) == (
+        "nl-biomero/postgres:17", "omero", "omero", None)
+    assert (biomero["user"], biomero["db"]) == ("bio", "bio")
+    assert omero["check"]["image"] == "nl-biomero/postgres:17" and omero["settings"]["logging_collector"] == "on"
+    specs = postgres_container_spec(plans, COMMON, check_result(plans, major=17))
+    assert [s["name"] for s in specs] == ["nlb_database_1", "nlb_database-biomero_1"]
+    assert specs[0]["instance"] == "database" and specs[0]["networks"] == [] and specs[0]["env"] == {}
+    assert specs[0]["compose_mounts"] == ["/var/log/nl-biomero/postgres/database:/var/log/postgresql"]
+    assert specs[0]["command"][:3] == ["postgres", "-N", "500"]
+    assert specs[1]["healthcheck"]["test"][-4:] == ["-U", "bio", "-d", "bio"]
+    assert specs[1]["compose_mounts"] == []
+
+
+@pytest.mark.parametrize("instance, message", [
+    ({"name": "database", "image": "postgres:16"}, "image: the compose project /srv/nlb sets these for service "
+                                                   "database; change them there"),
+    ({"name": "database", "volume": "v", "published_port": 5432}, "published_port, volume: the compose project"),
+    ({"name": "database", "state": "absent"}, "state must be started for a service of the compose project"),
+    ({"name": "database", "settings": {"work_mem": "x\n"}}, "single line"),
+])
+def test_compose_instances_refuse_what_the_project_owns(instance, message):
+    with pytest.raises(AnsibleFilterError, match=message.replace("(", r"\(")):
+        postgres_container_plan([instance], COMMON, 24576, 2, COMPOSED[:1])
+
+
+def test_two_instances_cannot_take_over_one_service():
+    with pytest.raises(AnsibleFilterError, match="two instances take over compose service.s. database"):
+        postgres_container_plan([{"name": "a"}, {"name": "b"}], COMMON, 24576, 2,
+                                [_read("a", "database"), _read("b", "database")])
+
+
+def test_compose_instances_take_listen_addresses_but_refuse_hba_and_tls():
+    plans = postgres_container_plan([{"name": "database", "listen_addresses": ["*"]}], COMMON, 24576, 2, COMPOSED[:1])
+    spec = postgres_container_spec(plans, COMMON, check_result(plans, major=17))[0]
+    assert "listen_addresses=*" in spec["command"]
+    with pytest.raises(AnsibleFilterError, match="not supported for a service taken over from a compose project"):
+        postgres_container_plan([{"name": "database", "hba": []}], COMMON, 24576, 2, COMPOSED[:1])
