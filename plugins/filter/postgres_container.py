@@ -28,6 +28,7 @@ from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.text.converters import to_text
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible_collections.nl_biomero.database.plugins.module_utils import labels as label_names
+from ansible_collections.nl_biomero.database.plugins.module_utils.access import AccessError, access_plan
 from ansible_collections.nl_biomero.database.plugins.module_utils.tuning import (
     SettingsError,
     auto_tune,
@@ -54,7 +55,7 @@ INSTANCE_KEYS = frozenset((
     "tuning_memory_mb", "tuning_cpus", "settings", "logging", "log_dir", "log_filename", "log_rotation_age",
     "log_rotation_size", "log_statement", "shm_size", "memory", "cpus", "restart_policy", "stop_timeout",
     "published_port", "labels", "log_truncate_on_rotation", "log_keep_days", "clients", "readers",
-    "compose_service",
+    "compose_service", "hba", "listen_addresses", "tls", "access_dir",
 ))
 COMMON_KEYS = (
     "state", "image", "network", "max_connections", "tuning", "tuning_memory_mb", "tuning_cpus", "logging",
@@ -141,6 +142,18 @@ def _keep_days(value):
         raise SettingsError("log_keep_days must be a whole number of days, 0 to keep every log file (got %r)"
                             % (value,))
     return int(value)
+
+
+def _access(inst, common, settings):
+    """Client authentication of an instance (module_utils/access.py), with its host directory; None if unset."""
+    access = access_plan(inst["name"], inst["user"], inst.get("hba"), inst.get("listen_addresses"),
+                         inst.get("tls"), settings)
+    if access:
+        root = str(common.get("access_root") or "").rstrip("/")
+        access["dir"] = inst.get("access_dir") or "%s/%s" % (root, inst["name"])
+        if access["files"] and not access["dir"].startswith("/"):
+            raise AccessError("access_dir (or postgres_container_access_root) must be an absolute host path")
+    return access
 
 
 def _compose_instance(inst, facts):
@@ -236,7 +249,12 @@ def _plan_one(inst, common, host_memory_mb, host_cpus, sharing, facts=None):
         for key in ("shm_size", "memory"):
             if not _empty(inst.get(key)):
                 size_to_bytes(inst[key])
-    except (SettingsError, ValueError, TypeError) as exc:
+        plan["access"] = _access(inst, common, settings)
+        if facts and plan["access"] and plan["access"]["files"]:
+            raise AccessError("hba and tls mount the instance's access directory, which the compose override "
+                              "does not carry: not supported for a service taken over from a compose project "
+                              "(listen_addresses is)")
+    except (SettingsError, AccessError, ValueError, TypeError) as exc:
         raise _err(name, to_text(exc))
     env = inst.get("env") or {}
     clash = sorted(set(env) & set(RESERVED_ENV))
@@ -333,6 +351,9 @@ def _spec_one(plan, common, probed):
     if plan.get("log_dir"):
         mounts.append({"type": "bind", "source": plan["log_dir"],
                        "target": common.get("log_mount") or "/var/log/postgresql"})
+    access = plan.get("access") or {"settings": {}}
+    if access.get("files"):
+        mounts.append({"type": "bind", "source": access["dir"], "target": access["mount"], "read_only": True})
     host_files = [{"what": what, "path": plan[what]} for what in ("password_file", "initdb_dir")
                   if not _empty(plan.get(what))]
     health = _healthcheck(plan, common)
@@ -349,7 +370,7 @@ def _spec_one(plan, common, probed):
         "healthcheck": health,
         "published_ports": ports,
         "networks": networks,
-        "command": postgres_command(plan["max_connections"], plan["settings"]),
+        "command": postgres_command(plan["max_connections"], merge_settings(plan["settings"], access["settings"])),
         "shm_size": plan.get("shm_size") or None,
         "memory": plan.get("memory") or None,
         "cpus": float(plan["cpus"]) if plan.get("cpus") else None,
@@ -374,7 +395,8 @@ def _compose_spec(spec, common):
         "mounts": [{"type": "bind", "source": spec["log_dir"], "target": log_mount}] if spec.get("log_dir") else [],
         "compose_mounts": ["%s:%s" % (spec["log_dir"], log_mount)] if spec.get("log_dir") else [],
         "healthcheck": _healthcheck(spec, common),
-        "command": postgres_command(spec["max_connections"], spec["settings"]),
+        "command": postgres_command(spec["max_connections"],
+                                    merge_settings(spec["settings"], (spec.get("access") or {}).get("settings"))),
         "shm_size": None, "memory": None, "cpus": None,
     })
     return spec

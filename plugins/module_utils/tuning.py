@@ -39,7 +39,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools impor
 RESERVED_SETTINGS = {
     "data_directory": "the data directory is PGDATA of the container (see data_mount/pgdata)",
     "config_file": "the container uses the postgresql.conf in PGDATA",
-    "hba_file": "the container uses the pg_hba.conf in PGDATA",
+    "hba_file": "use the instance option hba (the role writes and mounts the pg_hba.conf)",
     "ident_file": "the container uses the pg_ident.conf in PGDATA",
     "port": "the server always listens on 5432 inside the container; use published_port to publish it",
     "max_connections": "use the max_connections option (passed as -N)",

@@ -243,6 +243,52 @@ def test_readers_refused(readers, message):
         plan([dict(DEFAULT_INSTANCES[0], readers=readers)])
 
 
+def test_access_options_mount_the_access_directory_and_set_the_command_line():
+    from ansible_collections.nl_biomero.database.plugins.filter.postgres_access import (
+        postgres_container_access_checks, postgres_container_access_files)
+    instance = dict(DEFAULT_INSTANCES[0], hba=[{"address": "10.0.0.0/24", "user": "omero"}],
+                    tls={"cert": "/etc/ssl/db.crt", "key": "/etc/ssl/db.key"}, listen_addresses=["*"])
+    plans = plan([instance], common={"access_root": "/srv/access/"})
+    assert "hba_file" not in plans[0]["check"]["settings"]  # the settings check never sees the role's own
+    spec = postgres_container_spec(plans, COMMON, check_result(plans))[0]
+    assert {"type": "bind", "source": "/srv/access/database", "target": "/etc/nl-biomero/access",
+            "read_only": True} in spec["mounts"]
+    command = " ".join(spec["command"])
+    for setting in ("hba_file=/etc/nl-biomero/access/pg_hba.conf", "ssl=on", "listen_addresses=*",
+                    "ssl_key_file=/etc/nl-biomero/access/server.key"):
+        assert "-c " + setting in command
+    assert postgres_container_access_checks([spec]) == [
+        {"name": "database", "image": "postgres:16", "tls": {"cert": "/etc/ssl/db.crt", "key": "/etc/ssl/db.key"}}]
+    owners = {"instances": [{"name": "database", "uid": 999, "gid": 998}]}
+    tls = postgres_container_access_files([spec], owners, "tls")
+    assert [(f["dest"], f["src"], f["mode"], f["owner"]) for f in tls] == [
+        ("/srv/access/database/server.crt", "/etc/ssl/db.crt", "0644", 999),
+        ("/srv/access/database/server.key", "/etc/ssl/db.key", "0600", 999)]
+    hba = postgres_container_access_files([spec], owners, "hba")[0]
+    assert hba["dest"] == "/srv/access/database/pg_hba.conf" and "hostssl  all          omero" in hba["content"]
+
+
+def test_without_access_options_nothing_changes():
+    plans = plan()
+    spec = postgres_container_spec(plans, COMMON, check_result(plans))[0]
+    assert plans[0]["access"] is None
+    assert not [m for m in spec["mounts"] if m["target"] == "/etc/nl-biomero/access"]
+    assert "hba_file" not in " ".join(spec["command"])
+
+
+@pytest.mark.parametrize("extra, words", [
+    ({"hba": [{"address": "10.0.0.0/24", "method": "md5"}]}, ["instance 'database'", "method 'md5'"]),
+    ({"hba": [{"type": "local"}]}, ["would lock out"]),
+    ({"listen_addresses": ["10.0.0.5"]}, ["listen_addresses", "lock out"]),
+    ({"hba": [], "access_dir": "relative"}, ["absolute host path"]),
+])
+def test_access_options_refused_in_the_plan(extra, words):
+    with pytest.raises(AnsibleFilterError) as err:
+        plan([dict(DEFAULT_INSTANCES[0], **extra)])
+    for word in words:
+        assert word in str(err.value)
+
+
 # ---- instances taken over from a compose project (postgres_container_compose_project)
 
 def _read(name, service, image="nl-biomero/postgres:17", user="omero", database="omero"):
@@ -296,3 +342,11 @@ def test_two_instances_cannot_take_over_one_service():
     with pytest.raises(AnsibleFilterError, match="two instances take over compose service.s. database"):
         postgres_container_plan([{"name": "a"}, {"name": "b"}], COMMON, 24576, 2,
                                 [_read("a", "database"), _read("b", "database")])
+
+
+def test_compose_instances_take_listen_addresses_but_refuse_hba_and_tls():
+    plans = postgres_container_plan([{"name": "database", "listen_addresses": ["*"]}], COMMON, 24576, 2, COMPOSED[:1])
+    spec = postgres_container_spec(plans, COMMON, check_result(plans, major=17))[0]
+    assert "listen_addresses=*" in spec["command"]
+    with pytest.raises(AnsibleFilterError, match="not supported for a service taken over from a compose project"):
+        postgres_container_plan([{"name": "database", "hba": []}], COMMON, 24576, 2, COMPOSED[:1])
