@@ -28,6 +28,7 @@ from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.text.converters import to_text
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible_collections.nl_biomero.database.plugins.module_utils import labels as label_names
+from ansible_collections.nl_biomero.database.plugins.module_utils.exporter import ExporterError, exporter_plan
 from ansible_collections.nl_biomero.database.plugins.module_utils.tuning import (
     SettingsError,
     auto_tune,
@@ -55,6 +56,7 @@ INSTANCE_KEYS = frozenset((
     "log_rotation_size", "log_statement", "shm_size", "memory", "cpus", "restart_policy", "stop_timeout",
     "published_port", "labels", "log_truncate_on_rotation", "log_keep_days", "clients", "readers",
 ))
+INSTANCE_KEYS = INSTANCE_KEYS | frozenset(("exporter",))  # metrics: module_utils/exporter.py
 COMMON_KEYS = (
     "state", "image", "network", "max_connections", "tuning", "tuning_memory_mb", "tuning_cpus", "logging",
     "log_filename", "log_rotation_age", "log_rotation_size", "log_statement", "shm_size", "memory", "cpus",
@@ -143,6 +145,7 @@ def _plan_one(inst, common, host_memory_mb, host_cpus, sharing):
     plan = dict(inst)
     plan.pop("password", None)
     plan["readers"] = []  # names only, set below for started instances
+    plan["exporter"] = None  # settings without the password, set below for started instances
     plan["role"] = inst.get("role") or name
     plan["state"] = inst.get("state") or "started"
     if plan["state"] not in STATES:
@@ -220,6 +223,10 @@ def _plan_one(inst, common, host_memory_mb, host_cpus, sharing):
     if clash:
         raise _err(name, "env must not set %s (use user/db/password/password_file/pgdata)" % ", ".join(clash))
     plan["readers"] = _reader_names(name, inst.get("readers"))
+    try:
+        plan["exporter"] = exporter_plan(inst.get("exporter"), common.get("exporter_user"))
+    except ExporterError as exc:
+        raise _err(name, to_text(exc))
     plan["env"] = dict((to_text(k), to_text(v)) for k, v in env.items())
     plan["max_connections"] = max_connections
     plan["settings"] = settings
