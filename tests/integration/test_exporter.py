@@ -19,7 +19,7 @@ import urllib.request
 import psycopg2
 import pytest
 
-from harness import ENGINE, REPO_ROOT, container_ip, engine, require_image, unique
+from harness import ENGINE, REPO_ROOT, container_ip, engine, require_image, run_module, unique
 
 pytestmark = pytest.mark.skipif(ENGINE != "docker", reason="the postgres_container role is tested with Docker")
 
@@ -170,8 +170,22 @@ def test_monitor_role_reads_statistics_not_data(site):
         conn.close()
 
 
+def test_reader_role_is_not_made_a_monitor(site):
+    """A role that reads all data is refused as the monitoring role, not changed."""
+    psql(site, "CREATE ROLE nlbtest_reader LOGIN PASSWORD 'r'; GRANT pg_read_all_data TO nlbtest_reader;")
+    result = run_module("nl_biomero.database.pg_read_role", {
+        "container": site["container"], "login_user": "omero", "name": "nlbtest_reader", "password": "other-pw",
+        "member_of": "pg_monitor"})
+    assert result.get("failed"), result
+    assert "reads all data (pg_read_all_data)" in result["msg"] and "nothing was changed" in result["msg"]
+    assert psql(site, "SELECT pg_has_role('nlbtest_reader', 'pg_monitor', 'MEMBER')") == "f"
+
+
 def test_second_run_changes_nothing(site):
     before = container_id(site["exporter"])
+    proc = playbook(site, "--check")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert recap(proc.stdout)["changed"] == 0, proc.stdout[-4000:]
     proc = playbook(site)
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert recap(proc.stdout)["changed"] == 0, proc.stdout[-4000:]
