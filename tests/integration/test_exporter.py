@@ -144,9 +144,8 @@ def test_scrape_finds_connections_max_connections_size_and_slots(site):
     assert samples(text, "pg_stat_activity_count"), "no pg_stat_activity_count"
     sizes = dict((labels.get("datname"), value) for labels, value in samples(text, "pg_database_size_bytes"))
     assert sizes.get("omero", 0) > 1000000, sizes
-    slots = [labels for labels, _ in samples(text, "pg_replication_slots_active")]
-    assert any(labels.get("slot_name") == SLOT for labels in slots), [line for line in text.splitlines()
-                                                                    if "slot" in line][:20]
+    slots = [sample[0].get("slot_name") for sample in samples(text, "pg_replication_slots_active")]
+    assert SLOT in slots, [line for line in text.splitlines() if "slot" in line][:20]
     lag = [value for labels, value in samples(text, "pg_replication_slots_pg_wal_lsn_diff")
            if labels.get("slot_name") == SLOT]
     assert lag and lag[0] >= 0
