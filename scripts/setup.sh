@@ -82,6 +82,25 @@ podman_image_from_docker() {
     [ -z "$have" ] || podman image rm "$have" >/dev/null 2>&1 || true
 }
 
+# promtool (Debian's prometheus package) checks the shipped alert rules
+# (tests/unit/test_alert_rules.py): only the binary, unpacked into .build/bin,
+# so no Prometheus server is installed or started.
+ensure_promtool() {
+    local bin="$BUILD_DIR/bin/promtool" tmp
+    if command -v promtool >/dev/null || [ -x "$bin" ]; then
+        log "promtool present"
+        return
+    fi
+    command -v apt-get >/dev/null || { log "no apt-get: promtool skipped (the rules test parses the file instead)"; return; }
+    log "unpacking promtool from Debian's prometheus package"
+    tmp="$(mktemp -d)" && chmod 755 "$tmp"
+    (cd "$tmp" && apt-get download -q prometheus >/dev/null 2>&1 \
+        && dpkg-deb --fsys-tarfile prometheus_*.deb | tar -x ./usr/bin/promtool) \
+        && install -D -m 0755 "$tmp/usr/bin/promtool" "$bin" \
+        || log "promtool could not be unpacked: skipped (the rules test parses the file instead)"
+    rm -rf "$tmp"
+}
+
 setup_venv
 link_collection
 case "$NLB_ENGINE" in
@@ -99,6 +118,9 @@ if [ "$NLB_ENGINE" = docker ] && ! command -v docker-compose >/dev/null; then
 fi
 log "building PostgreSQL images (skipped when up to date)"
 ENGINE="$NLB_ENGINE" "$REPO_ROOT/images/postgres/build.sh" 15 17 18
+# The metrics exporter (Debian's prometheus-postgres-exporter on the :15 image) for test_exporter.py.
+ENGINE="$NLB_ENGINE" "$REPO_ROOT/images/postgres-exporter/build.sh"
+ensure_promtool
 # Podman beside docker, for tests/integration/test_podman.py (NLB_SKIP_PODMAN=1: neither).
 if [ "$NLB_ENGINE" = docker ] && [ "${NLB_SKIP_PODMAN:-0}" != 1 ]; then
     ensure_podman

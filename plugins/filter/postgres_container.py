@@ -29,6 +29,7 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible_collections.nl_biomero.database.plugins.module_utils import labels as label_names
 from ansible_collections.nl_biomero.database.plugins.module_utils.access import AccessError, access_plan
+from ansible_collections.nl_biomero.database.plugins.module_utils.exporter import ExporterError, exporter_plan
 from ansible_collections.nl_biomero.database.plugins.module_utils.tuning import (
     SettingsError,
     auto_tune,
@@ -57,6 +58,7 @@ INSTANCE_KEYS = frozenset((
     "published_port", "labels", "log_truncate_on_rotation", "log_keep_days", "clients", "readers",
     "compose_service", "hba", "listen_addresses", "tls", "access_dir",
 ))
+INSTANCE_KEYS = INSTANCE_KEYS | frozenset(("exporter",))  # metrics: module_utils/exporter.py
 COMMON_KEYS = (
     "state", "image", "network", "max_connections", "tuning", "tuning_memory_mb", "tuning_cpus", "logging",
     "log_filename", "log_rotation_age", "log_rotation_size", "log_statement", "shm_size", "memory", "cpus",
@@ -175,6 +177,7 @@ def _plan_one(inst, common, host_memory_mb, host_cpus, sharing, facts=None):
     plan.pop("password", None)
     plan["readers"] = []  # names only, set below for started instances
     plan["compose"] = facts or None
+    plan["exporter"] = None  # settings without the password, set below for started instances
     plan["role"] = inst.get("role") or name
     plan["state"] = inst.get("state") or "started"
     if plan["state"] not in STATES:
@@ -261,6 +264,10 @@ def _plan_one(inst, common, host_memory_mb, host_cpus, sharing, facts=None):
     if clash:
         raise _err(name, "env must not set %s (use user/db/password/password_file/pgdata)" % ", ".join(clash))
     plan["readers"] = _reader_names(name, inst.get("readers"))
+    try:
+        plan["exporter"] = exporter_plan(inst.get("exporter"), common.get("exporter_user"))
+    except ExporterError as exc:
+        raise _err(name, to_text(exc))
     plan["env"] = dict((to_text(k), to_text(v)) for k, v in env.items())
     plan["max_connections"] = max_connections
     plan["settings"] = settings

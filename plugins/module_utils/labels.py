@@ -34,3 +34,6 @@ UPGRADE_STAGING_FOR = UPGRADE_PREFIX + "staging-for"
 # (epoch seconds), so that a teardown finds exactly what it made and a max_age sweep finds old stacks.
 STACK = INSTANCE_PREFIX + "stack"
 STACK_CREATED = INSTANCE_PREFIX + "stack-created"
+
+# Metrics (role postgres_container, tasks/exporter.yml): on an exporter container, the instance it watches.
+EXPORTER_OF = INSTANCE_PREFIX + "exporter-of"

@@ -9,6 +9,9 @@ role ``pg_read_all_data`` (PostgreSQL 14+: SELECT on every table, view and
 sequence of every database, including tables created later, without grants
 per schema), with ``default_transaction_read_only=on``. Its password is set
 and verified as ``pg_role_password`` does (role_password_result).
+
+``member_of=pg_monitor`` makes the metrics exporter's role the same way: a
+member of ``pg_monitor`` (statistics and settings, no table data) instead.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -21,10 +24,14 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.role_password 
     RolePasswordError, role_password_result)
 
 READ_ALL_SINCE = 140000  # pg_read_all_data is new in PostgreSQL 14
+MEMBER_OF = ("pg_read_all_data", "pg_monitor")
 SQL_ROLE = ("SELECT r.rolcanlogin, r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication "
-            "OR r.rolbypassrls, pg_has_role(r.oid, 'pg_read_all_data', 'MEMBER'), "
+            "OR r.rolbypassrls, pg_has_role(r.oid, %s, 'MEMBER'), "
             "coalesce((SELECT 'default_transaction_read_only=on' = ANY(s.setconfig) FROM pg_db_role_setting s "
             "WHERE s.setrole = r.oid AND s.setdatabase = 0), false) FROM pg_roles r WHERE r.rolname = %s")
+# Roles a pg_monitor login must not hold: it reads statistics, not data.
+SQL_DATA_MEMBER = ("SELECT pg_has_role(r.oid, 'pg_read_all_data', 'MEMBER') FROM pg_roles r WHERE r.rolname = %s "
+                   "AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pg_read_all_data')")
 
 
 def _flag(text):
@@ -32,19 +39,24 @@ def _flag(text):
 
 
 def read_role_result(container, name, password, engine="auto", login_user=None, login_password=None,
-                     login_db=None, container_network=None, connect_timeout=10, check_mode=False):
+                     login_db=None, container_network=None, connect_timeout=10, member_of="pg_read_all_data",
+                     check_mode=False):
     """The module's result (see the module docstring)."""
     pg = PgContainer(container, engine=engine, user=login_user, password=login_password)
     problem = credentials.password_problem(password)
     if problem:
         raise RolePasswordError("read-only role %s in container %s: %s; nothing was changed"
                                 % (name, container, problem))
-    if int(pg.scalar("SHOW server_version_num")) < READ_ALL_SINCE:
+    if member_of not in MEMBER_OF:
+        raise RolePasswordError("member_of must be one of %s (got %r); nothing was changed"
+                                % (", ".join(MEMBER_OF), member_of))
+    if member_of == "pg_read_all_data" and int(pg.scalar("SHOW server_version_num")) < READ_ALL_SINCE:
         raise RolePasswordError("container %s runs PostgreSQL before 14, which has no pg_read_all_data: "
                                 "a read-only role is not made there; nothing was changed" % container)
     ident = credentials.quote_ident(name)
-    rows = pg.query(SQL_ROLE % credentials.quote_literal(name))
-    result = {"changed": False, "container": container, "role": name, "created": False, "granted": False}
+    rows = pg.query(SQL_ROLE % (credentials.quote_literal(member_of), credentials.quote_literal(name)))
+    result = {"changed": False, "container": container, "role": name, "member_of": member_of, "created": False,
+              "granted": False}
     statements = []
     if not rows:
         result["created"] = True
@@ -56,11 +68,14 @@ def read_role_result(container, name, password, engine="auto", login_user=None, 
         raise RolePasswordError("role %s in container %s exists with more than read rights (superuser, "
                                 "createrole, createdb, replication or bypassrls): choose another name for the "
                                 "read-only role; nothing was changed" % (name, container))
+    if member_of == "pg_monitor" and rows and pg.query(SQL_DATA_MEMBER % credentials.quote_literal(name)) == [["t"]]:
+        raise RolePasswordError("role %s in container %s reads all data (pg_read_all_data): a monitoring role "
+                                "must not; choose another name; nothing was changed" % (name, container))
     if not can_login:
         statements.append("ALTER ROLE %s LOGIN;" % ident)
     if not member:
         result["granted"] = True
-        statements.append("GRANT pg_read_all_data TO %s;" % ident)
+        statements.append("GRANT %s TO %s;" % (member_of, ident))
     if not read_only:
         statements.append("ALTER ROLE %s SET default_transaction_read_only = on;" % ident)
     result["changed"] = bool(statements)

@@ -20,6 +20,8 @@ description:
     kept out of the server log, verified by a fresh login over TCP).
   - An existing role of that name with more rights is refused, not changed. PostgreSQL before 14 (no
     C(pg_read_all_data)) is refused.
+  - With O(member_of=pg_monitor) the role is the metrics exporter's login instead, a member of C(pg_monitor)
+    (statistics and settings, no table data); an existing role of that name that reads all data is refused.
 author:
   - NL-BIOMERO database maintainers (@NL-BIOMERO)
 extends_documentation_fragment:
@@ -44,6 +46,13 @@ options:
     description: Seconds the verifying login may take to connect.
     type: int
     default: 10
+  member_of:
+    description:
+      - The predefined role granted. V(pg_read_all_data) reads every table; V(pg_monitor) reads statistics and
+        settings only (the metrics exporter).
+    type: str
+    choices: [pg_read_all_data, pg_monitor]
+    default: pg_read_all_data
 attributes:
   check_mode:
     support: full
@@ -64,6 +73,13 @@ EXAMPLES = r"""
     container: database-biomero
     name: metabase
     password: "{{ vault_metabase_db_password }}"
+
+- name: The metrics exporter's login in the OMERO DB (pg_monitor only)
+  nl_biomero.database.pg_read_role:
+    container: database
+    name: nlb_monitor
+    password: "{{ vault_monitor_db_password }}"
+    member_of: pg_monitor
 """
 
 RETURN = r"""
@@ -79,8 +95,12 @@ created:
   description: The role was (or would be) created.
   returned: always
   type: bool
+member_of:
+  description: The predefined role the role is a member of.
+  returned: always
+  type: str
 granted:
-  description: Membership of pg_read_all_data was (or would be) granted.
+  description: Membership of O(member_of) was (or would be) granted.
   returned: always
   type: bool
 password_changed:
@@ -103,6 +123,7 @@ def main():
             login_db=dict(type="str"),
             container_network=dict(type="str"),
             connect_timeout=dict(type="int", default=10),
+            member_of=dict(type="str", default="pg_read_all_data", choices=["pg_read_all_data", "pg_monitor"]),
         ),
         supports_check_mode=True,
     )
