@@ -192,4 +192,3 @@ def test_bad_input_is_refused_with_nothing_changed(site, host, message):
     assert site.override() == before and site.ids() == ids
     assert sorted(n for n in os.listdir(site.dir) if ".nlb-backup-" not in n) == [
         ".env", "docker-compose.override.yml", "docker-compose.yml"]
-
