@@ -631,7 +631,7 @@ def project_view(project, containers, services=None, clients=None, require_conta
     """
     services = DATABASE_SERVICES if services is None else services
     instances = {}
-    for component, service in sorted(services.items()):
+    for component, service in services.items():
         if not service:
             continue
         service_of(project, service)
