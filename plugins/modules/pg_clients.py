@@ -55,6 +55,7 @@ attributes:
     description: Reports which clients would be stopped or started, and how.
   diff_mode:
     support: none
+    description: Nothing to diff; RV(clients) says what was done.
   idempotent:
     support: full
     description: Running clients are not started again, stopped ones not stopped again.

@@ -61,8 +61,10 @@ attributes:
     description: Reads only.
   diff_mode:
     support: none
+    description: Reads only.
   idempotent:
     support: full
+    description: Reads only.
 notes:
   - Variables set only in the shell of whoever runs docker-compose are not seen; only the project's C(.env)
     and the services' C(env_file)s.

@@ -93,7 +93,7 @@ class Site(Project):
         with open(self.compose_log) as handle:
             return [tuple(line.rstrip("\n").split(" ", 1)) for line in handle]
 
-    def playbook(self, name, extra_vars=None, host=None, args=()):
+    def playbook(self, name, extra=None, host=None, args=()):
         inventory = os.path.join(self.work, "inventory.json")
         hostvars = {"ansible_connection": "local",
                     "ansible_python_interpreter": os.environ.get("ANSIBLE_PYTHON_INTERPRETER", "auto"),
@@ -109,7 +109,7 @@ class Site(Project):
         with open(inventory, "w") as handle:
             json.dump({"nl_biomero_database": {"hosts": {"localhost": hostvars}}}, handle)
         argv = ["ansible-playbook", "-i", inventory, os.path.join(REPO_ROOT, "playbooks", name), *args]
-        for key, value in (extra_vars or {}).items():
+        for key, value in (extra or {}).items():
             argv += ["-e", json.dumps({key: value})]
         return subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
 
@@ -125,8 +125,8 @@ def site(tmp_path_factory):
     directory.mkdir()
     work.mkdir(mode=0o700)
     (work / "backups").mkdir(mode=0o700)
-    text = PROJECT.format(pg15=IMAGES[15]).replace("\nnetworks:\n  omero:\n",
-                                                    "\n" + EXTRA.format(pg15=IMAGES[15]) + "networks:\n  omero:\n")
+    services = "\n" + EXTRA.format(pg15=IMAGES[15]) + "networks:\n  omero:\n"
+    text = PROJECT.format(pg15=IMAGES[15]).replace("\nnetworks:\n  omero:\n", services)
     (directory / "docker-compose.yml").write_text(text)
     (directory / ".env").write_text(ENV.format(name=name))
     project = Site(str(directory), name, str(work))
