@@ -703,7 +703,8 @@ class ClientControl(object):
         """(rc, stderr) of ``action`` (stop, start, pause, unpause) on client container ``name``."""
         from ansible_collections.nl_biomero.database.plugins.module_utils.engine import EngineError, run_in
         argv, cwd = client_argv(name, labels, action, self.compose_command, self.engine.argv, timeout)
-        limit = (timeout or 0) + (self.engine.timeout or 0) or None
+        # the engine's call timeout on top of the stop timeout; none when the engine has none (a module)
+        limit = None if self.engine.timeout is None else (timeout or 0) + self.engine.timeout
         try:
             rc, _out, err = run_in(argv, cwd, timeout=limit)
         except EngineError as exc:
