@@ -94,3 +94,20 @@ def test_client_argv_with_the_engine(labels, command):
     assert compose.client_argv("web", labels, "stop", command, _engine_argv, 5) == (
         ["docker", "stop", "-t", "5", "web"], None)
     assert compose.client_argv("web", labels, "start", command, _engine_argv, 5) == (["docker", "start", "web"], None)
+
+
+class _Engine(object):
+    binary = "docker"
+    timeout = None
+
+    def argv(self, *args):
+        return _engine_argv(*args)
+
+
+def test_client_control_falls_back_to_the_engine_when_compose_is_not_installed():
+    control = compose.ClientControl(_Engine(), ["nlb-no-such-compose"], timeout=5)
+    assert control.notes == ["nlb-no-such-compose is not installed: client containers made by compose are stopped "
+                             "and started with docker"]
+    assert control.how("web", _labels("omeroserver")) == "engine"
+    assert compose.ClientControl(_Engine(), ["sh"]).how("web", _labels("omeroserver")) == "compose"
+    assert compose.ClientControl(_Engine(), ["sh"]).how("web", {}) == "engine"
