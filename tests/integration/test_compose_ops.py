@@ -139,6 +139,8 @@ def site(tmp_path_factory):
         yield project
     finally:
         project.compose("-p", name, "down", "-v", "--remove-orphans", check=False)
+        for service in ("database", "database-biomero"):
+            engine("rm", "-f", "-v", "%s_%s_1-restore" % (name, service), check=False)
         for left in engine("ps", "-aq", "--filter", "label=com.docker.compose.project=" + name).stdout.split():
             engine("rm", "-f", "-v", left, check=False)
         for volume in engine("volume", "ls", "-q", "--filter", "name=" + name).stdout.split():
@@ -227,6 +229,29 @@ def test_upgrade_check_by_project(site):
     assert [(row["instance"], row["outcome"], int(row["from"]), int(row["to"])) for row in rows] == [
         (site.db, "would_upgrade", 15, 17), (site.bio, "would_upgrade", 15, 17)], rows
     assert json.dumps(rows[0]["clients"]).count(site.name) == len(CLIENTS), rows[0]["clients"]
+
+
+def test_restore_into_a_new_volume_handed_back_to_compose(site):
+    """The platform page's flow: the set goes into a fresh volume, compose is pointed at it (external: true)
+    and up -d serves the restored data; the service's own volume stays untouched."""
+    site.sql("INSERT INTO t VALUES (52, 'on the old volume')")
+    proc = site.playbook("restore.yml", {"postgres_backup_restore_new_volume": True})
+    _ok(proc)
+    stamp = sorted(os.listdir(os.path.join(site.work, "backups")))[-1]
+    volume = "%s_database-restored-%s" % (site.name, stamp)
+    assert site.sql("SELECT count(*), max(note) FROM t") == "50|backed up"
+    mounts = json.loads(engine("inspect", "-f", "{{json .Mounts}}", site.db).stdout)
+    assert [m.get("Name") for m in mounts if m["Destination"] == "/var/lib/postgresql/data"] == [volume]
+    with open(os.path.join(site.dir, "docker-compose.override.yml")) as handle:
+        override = handle.read()
+    assert "- %s:/var/lib/postgresql/data" % volume in override and "external: true" in override
+    assert '"database": "%s_database"' % site.name in override  # the volume a rollback gives back
+    # a routine redeploy keeps the restored data; the old volume is still there
+    assert "Recreating" not in site.compose("up", "-d").stderr
+    assert site.sql("SELECT count(*) FROM t") == "50"
+    engine("volume", "inspect", "%s_database" % site.name)
+    assert set(CLIENTS) <= site.ps()
+    assert not engine("ps", "-aq", "--filter", "name=%s-restore" % site.db).stdout.strip()
 
 
 def test_bad_input_is_refused_and_nothing_stopped(site, tmp_path):
