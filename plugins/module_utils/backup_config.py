@@ -70,6 +70,7 @@ SCHEMA = dict(
     clients=dict(type="list", elements="str", default=[]),
     client_action=dict(type="str", default="stop", choices=["stop", "pause"]),
     client_stop_timeout=dict(type="int", default=60),
+    compose_command=dict(type="list", elements="str", default=[]),
     metrics_file=dict(type="path"),
     lock_file=dict(type="path"),
     notify_command=dict(type="list", elements="str"),

@@ -75,6 +75,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.backup_set imp
     BackupSetError,
     apply_retention,
 )
+from ansible_collections.nl_biomero.database.plugins.module_utils.compose import ClientControl
 from ansible_collections.nl_biomero.database.plugins.module_utils.dump import PgDump
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import ContainerEngine, EngineError
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import stream as engine_stream
@@ -181,7 +182,7 @@ class Clients:
     run killed meanwhile leaves a record of it for ``--recover``.
     """
 
-    def __init__(self, engine, names, action, timeout, log, state=None):
+    def __init__(self, engine, names, action, timeout, log, state=None, compose_command=None):
         self.engine = engine
         self.names = list(names)
         self.action = action
@@ -190,14 +191,11 @@ class Clients:
         self.state = state
         self.held = []
         self.report = []
-
-    def _engine_call(self, *args, **kwargs):
-        """(rc, stderr) of an engine call; a timeout or an engine that cannot run is an error text too."""
-        try:
-            rc, _out, err = self.engine.call(*args, **kwargs)
-        except EngineError as exc:
-            return 1, str(exc)
-        return rc, err.strip()
+        self.labels = {}
+        # a client docker-compose made is stopped and started with compose (compose's view stays true)
+        self.control = ClientControl(engine, compose_command, timeout)
+        for note in self.control.notes:
+            log(note)
 
     def hold(self):
         """Stop/pause the running clients. Returns an error text or None (the caller then restarts)."""
@@ -217,13 +215,11 @@ class Clients:
                 self.log("client container %s is %s; left as it is" % (name, state.get("Status", "not running")))
                 continue
             self.held.append(name)
+            self.labels[name] = (info.get("Config") or {}).get("Labels") or {}
             if self.state is not None:
                 self.state.update(clients=list(self.held))
-            if self.action == "pause":
-                rc, err = self._engine_call("pause", name)
-            else:
-                rc, err = self._engine_call("stop", "-t", str(self.timeout), name,
-                                            timeout=self.timeout + (self.engine.timeout or 0) or None)
+            rc, err = self.control.act(name, self.labels[name], self.action,
+                                       self.timeout if self.action == "stop" else None)
             if rc != 0:
                 self.report.append({"name": name, "state": "running", "error": err})
                 return "could not %s client container %s: %s" % (self.action, name, err)
@@ -237,7 +233,7 @@ class Clients:
         failed = []
         for name in reversed(self.held):
             verb = "unpause" if self.action == "pause" else "start"
-            rc, err = self._engine_call(verb, name)
+            rc, err = self.control.act(name, self.labels.get(name, {}), verb)
             entry = next((item for item in self.report if item["name"] == name), None)
             if entry is None:  # stopped, or being stopped, when the run was interrupted
                 entry = {"name": name, "state": "stopped" if self.action == "stop" else "paused"}
@@ -374,7 +370,7 @@ class BackupRun:
             self.state.begin(backup_set.path, config["client_action"])
         self.log("backup set %s started" % backup_set.path)
         clients = Clients(engine, config["clients"], config["client_action"], config["client_stop_timeout"],
-                          self.log, state=self.state)
+                          self.log, state=self.state, compose_command=config["compose_command"])
         run_error = None
         stopped = None
         try:

@@ -779,3 +779,140 @@ def service_facts(project, service, containers):
             "container": found or container_names(project["name"], service)[0], "exists": found is not None,
             "image": interpolate(spec["image"], project["env"], "image of service %s" % service),
             "user": credentials["user"], "database": credentials["database"]}
+
+
+# ---- a project named by its directory: database containers, credentials, clients ----------------------------
+
+# The platform's services (NL-BIOMERO's docker-compose.yml): the two databases, keyed by the component
+# name a backup set gives them, and the clients that write to them.
+DATABASE_SERVICES = {"omero": "database", "biomero": "database-biomero"}
+CLIENT_SERVICES = ("omeroserver", "omeroworker-1", "biomeroworker", "omeroweb", "metabase", "biomero-importer")
+
+
+def project_view(project, containers, services=None, clients=None, require_containers=True):
+    """What the collection needs of ``project`` (:func:`read_project`) and its ``containers``
+    ({name: labels} of the containers labelled with its project name): per database component
+    {service, container}, the client containers and services.
+
+    ``services``: {component: service} (default :data:`DATABASE_SERVICES`); ``clients``: service names
+    (None: those of :data:`CLIENT_SERVICES` the project defines; a named one it lacks is an error).
+    A database service without a container is an error (``require_containers``) or container None.
+    """
+    services = DATABASE_SERVICES if services is None else services
+    instances = {}
+    for component, service in services.items():
+        if not service:
+            continue
+        service_of(project, service)
+        container = service_container(containers, project["name"], service, project["dir"])
+        if container is None and require_containers:
+            raise ComposeError("service %s of compose project %s (%s) has no container: run docker-compose up -d "
+                               "there first" % (service, project["name"], project["dir"]))
+        instances[component] = {"service": service, "container": container}
+    if clients is None:
+        client_services = [name for name in CLIENT_SERVICES if name in project["services"]]
+    else:
+        for name in clients:
+            service_of(project, name)
+        client_services = list(clients)
+    client_containers = []
+    for service in client_services:
+        container = service_container(containers, project["name"], service, project["dir"])
+        if container:
+            client_containers.append(container)
+    return {"project": project["name"], "project_dir": project["dir"], "files": project["files"],
+            "instances": instances, "clients": client_containers, "client_services": client_services}
+
+
+def project_info(project_dir, engine, services=None, clients=None, require_containers=True, passwords=False):
+    """:func:`project_view` of the compose project in ``project_dir`` on this host, with the user and
+    database (and with ``passwords`` the password) each database service's container gets."""
+    project = read_project(project_dir)
+    containers = dict(engine.labelled("container", "%s=%s" % (PROJECT, project["name"])))
+    view = project_view(project, containers, services, clients, require_containers)
+    for entry in view["instances"].values():
+        credentials = service_credentials(project, entry["service"])
+        entry.update(user=credentials["user"], database=credentials["database"])
+        if passwords:
+            entry["password"] = credentials["password"]
+    return view
+
+
+def client_argv(name, labels, action, compose_command, engine_argv, timeout=None):
+    """(argv, cwd) that stops / starts / pauses / unpauses client container ``name``: the compose way
+    (``<compose_command> -p <project> <action> <service>`` in the project directory, so compose's view stays
+    true) when compose made it and ``compose_command`` is given, else ``engine_argv(action, name)``."""
+    seen = compose_labels(labels)
+    extra = ["-t", str(int(timeout))] if action == "stop" and timeout is not None else []
+    if compose_command and seen and seen["working_dir"]:
+        return list(compose_command) + ["-p", seen["project"], action] + extra + [seen["service"]], seen["working_dir"]
+    return engine_argv(*([action] + extra + [name])), None
+
+
+class ClientControl(object):
+    """Stops and starts client containers: the compose way (:func:`client_argv`) when compose made them and
+    ``compose_command`` is given and installed, else with the engine. ``notes`` says where it fell back."""
+
+    def __init__(self, engine, compose_command=None, timeout=None):
+        import shutil
+        self.engine = engine
+        self.timeout = timeout
+        self.notes = []
+        self.compose_command = list(compose_command or [])
+        if self.compose_command and not shutil.which(self.compose_command[0]):
+            self.notes.append("%s is not installed: client containers made by compose are stopped and started "
+                              "with %s" % (self.compose_command[0], engine.binary))
+            self.compose_command = []
+
+    def how(self, name, labels):
+        """'compose' or 'engine': how ``name`` is stopped and started."""
+        return "compose" if client_argv(name, labels, "start", self.compose_command, self.engine.argv)[1] else "engine"
+
+    def act(self, name, labels, action, timeout=None):
+        """(rc, stderr) of ``action`` (stop, start, pause, unpause) on client container ``name``."""
+        from ansible_collections.nl_biomero.database.plugins.module_utils.engine import EngineError, run_in
+        argv, cwd = client_argv(name, labels, action, self.compose_command, self.engine.argv, timeout)
+        # the engine's call timeout on top of the stop timeout; none when the engine has none (a module)
+        limit = None if self.engine.timeout is None else (timeout or 0) + self.engine.timeout
+        try:
+            rc, _out, err = run_in(argv, cwd, timeout=limit)
+        except EngineError as exc:
+            return 1, str(exc)
+        return rc, err.strip()
+
+
+def clients_to(engine, names, state, compose_command=None, timeout=None, check_mode=False):
+    """Bring client containers ``names`` to ``state`` (stopped: the running ones, in order; started: the
+    stopped ones, in reverse order) with :class:`ClientControl`. Returns the result of module pg_clients;
+    ComposeError (with that result) at the first container that cannot be stopped, or after trying every
+    one when some cannot be started."""
+    control = ClientControl(engine, compose_command, timeout)
+    action = "stop" if state == "stopped" else "start"
+    result = {"changed": False, "clients": [], "changed_clients": [], "warnings": list(control.notes)}
+    errors = []
+    for name in (names if action == "stop" else list(reversed(names))):
+        info = engine.inspect(name)
+        if info is None:
+            if action == "start":
+                errors.append("client container %s does not exist" % name)
+            result["clients"].append({"name": name, "state": "missing", "how": None})
+            continue
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        running = bool((info.get("State") or {}).get("Running"))
+        entry = {"name": name, "state": "running" if running else "stopped", "how": control.how(name, labels)}
+        result["clients"].append(entry)
+        if running == (action == "start"):
+            continue
+        if not check_mode:
+            rc, err = control.act(name, labels, action, timeout)
+            if rc != 0:
+                errors.append("could not %s client container %s (%s): %s" % (action, name, entry["how"], err))
+                if action == "stop":
+                    break
+                continue
+        entry["state"] = "stopped" if action == "stop" else "running"
+        result["changed"] = True
+        result["changed_clients"].append(name)
+    if errors:
+        raise ComposeError("; ".join(errors), result)
+    return result

@@ -548,3 +548,16 @@ class Session:
             self.stderr = stderr_tail(self._err)
             self._err.close()
         return rc
+
+
+def run_in(argv, cwd, env=None, timeout=None):
+    """:func:`run` in directory ``cwd`` (None: this one): docker-compose reads the project's .env and compose
+    files from the directory it runs in."""
+    try:
+        proc = subprocess.run(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env(env),
+                              timeout=timeout, check=False)
+    except OSError as exc:
+        raise EngineError("cannot run %s in %s: %s" % (argv[0], cwd, exc))
+    except subprocess.TimeoutExpired:
+        raise EngineError("%s did not finish within %s s and was killed" % (_what(argv), timeout))
+    return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")

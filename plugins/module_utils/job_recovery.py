@@ -49,8 +49,11 @@ _SQL_END_DUMPS = ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
                   "AND backend_start >= '%s'::timestamptz;\n")
 
 
-def start_clients(engine, names, log):
-    """Start (unpause) the named clients that are not running; returns (started, failed, errors). For recovery."""
+def start_clients(engine, names, log, compose_command=None):
+    """Start (unpause) the named clients that are not running (the compose way for those compose made);
+    returns (started, failed, errors). For recovery."""
+    from ansible_collections.nl_biomero.database.plugins.module_utils.compose import ClientControl
+    control = ClientControl(engine, compose_command)
     started, failed, errors = [], [], []
     for name in names:
         try:
@@ -66,10 +69,7 @@ def start_clients(engine, names, log):
         verb = "unpause" if state.get("Paused") else ("start" if not state.get("Running") else None)
         if verb is None:
             continue
-        try:
-            rc, _out, err = engine.call(verb, name)
-        except EngineError as exc:
-            rc, err = 1, str(exc)
+        rc, err = control.act(name, (info.get("Config") or {}).get("Labels") or {}, verb)
         if rc != 0:
             failed.append(name)
             errors.append("could not %s client container %s: %s" % (verb, name, err.strip()))
@@ -169,7 +169,7 @@ def recover(config, log, environ=None):
     try:
         if names or state.get("dumping"):
             _wait_for_engine(engine, timeouts["engine_call"])
-        started, failed, errors = start_clients(engine, names, log)
+        started, failed, errors = start_clients(engine, names, log, config.get("compose_command"))
         dumping = state.get("dumping") or {}
         for entry in config["databases"]:
             if entry["name"] == dumping.get("name") and dumping.get("since"):

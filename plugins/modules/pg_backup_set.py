@@ -196,6 +196,16 @@ options:
     description: Seconds a stopping client gets before it is killed.
     type: int
     default: 60
+  compose_command:
+    description:
+      - The docker-compose command as an argv list (V([docker-compose]), V([docker, compose]) for compose V2).
+        When given, a client container docker-compose made (its labels name the project directory) is stopped
+        and started with C(<compose_command> -p <project> stop|start|pause|unpause <service>) in the project
+        directory, so that compose's view stays true; other clients with the engine. Empty - all with the
+        engine.
+    type: list
+    elements: str
+    default: []
   metrics_file:
     description: Prometheus textfile (e.g. in node_exporter's textfile directory) rewritten after the run.
     type: path

@@ -157,6 +157,7 @@ ROLE_DEFAULTS = {
     "databases": "the role names NL-BIOMERO's OMERO DB and BIOMERO DB containers",
     "retention": "the role keeps 7 daily, 5 weekly and 12 monthly sets",
     "metrics_file": "the role writes node_exporter's textfile",
+    "compose_command": "the role stops compose-made clients the compose way; the module only when asked",
 }
 _COMPARED = ("type", "elements", "choices")
 
