@@ -105,9 +105,9 @@ def test_takeover_tunes_the_services_and_compose_keeps_it(site):
         "database": {
             "volumes": ["%s:/var/log/postgresql" % logs],
             "command": ["postgres", "-N", "150", "-c", "effective_cache_size=384MB", "-c", "log_directory=/var/log/postgresql",
-                        "-c", "log_filename=postgresql-%Y-%m-%d.log", "-c", "log_line_prefix=%m [$$pid] ",
-                        "-c", "log_rotation_age=1d", "-c", "log_rotation_size=100MB", "-c", "log_statement=all",
-                        "-c", "logging_collector=on", "-c", "maintenance_work_mem=32MB", "-c", "max_wal_size=1024MB",
+                        "-c", "log_filename=postgresql-%a.log", "-c", "log_line_prefix=%m [$$pid] ",
+                        "-c", "log_rotation_age=1d", "-c", "log_rotation_size=0", "-c", "log_statement=all",
+                        "-c", "log_truncate_on_rotation=on", "-c", "logging_collector=on", "-c", "maintenance_work_mem=32MB", "-c", "max_wal_size=1024MB",
                         "-c", "shared_buffers=128MB", "-c", "work_mem=8MB"],
             "healthcheck": {"test": health + ["-U", "omero", "-d", "omero"], "interval": "1s", "timeout": "5s",
                             "retries": 5, "start_period": "30s"},
