@@ -189,11 +189,14 @@ def test_new_container_is_a_complete_clone_and_staging_is_walled_off(site):
         time.sleep(1)
     engine("exec", site["container"], "psql", "-X", "-U", "app", "-d", "appdb", "-c",
            "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g; SELECT pg_switch_wal()")
+    # Until the archiver reports the copy done: a file listed while cp still writes it changes its mtime later.
     deadline = time.time() + 30
-    while not listing(os.path.join(work, "archive")):
+    while engine("exec", site["container"], "psql", "-X", "-At", "-U", "app", "-d", "appdb", "-c",
+                 "SELECT archived_count FROM pg_stat_archiver").stdout.strip() in ("", "0"):
         assert time.time() < deadline, "the old cluster archived nothing"
         time.sleep(0.5)
     archive_before = listing(os.path.join(work, "archive"))
+    assert archive_before
     old = inspect(site["container"])
 
     # Before verification, the hook records what the staging container looks like.
