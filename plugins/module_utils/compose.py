@@ -870,12 +870,12 @@ class ClientControl(object):
 
     def act(self, name, labels, action, timeout=None):
         """(rc, stderr) of ``action`` (stop, start, pause, unpause) on client container ``name``."""
-        from ansible_collections.nl_biomero.database.plugins.module_utils.engine import EngineError, run_in
+        from ansible_collections.nl_biomero.database.plugins.module_utils.engine import EngineError, run
         argv, cwd = client_argv(name, labels, action, self.compose_command, self.engine.argv, timeout)
         # the engine's call timeout on top of the stop timeout; none when the engine has none (a module)
         limit = None if self.engine.timeout is None else (timeout or 0) + self.engine.timeout
         try:
-            rc, _out, err = run_in(argv, cwd, timeout=limit)
+            rc, _out, err = run(argv, timeout=limit, cwd=cwd)
         except EngineError as exc:
             return 1, str(exc)
         return rc, err.strip()

@@ -105,17 +105,18 @@ def _what(argv):
     return " ".join(argv[:2]) if argv and os.path.basename(argv[0]) in ENGINES else (argv[0] if argv else "?")
 
 
-def run(argv, env=None, input_bytes=None, timeout=None):
-    """Run argv and return (rc, stdout, stderr) as text. ``env`` adds to os.environ.
+def run(argv, env=None, input_bytes=None, timeout=None, cwd=None):
+    """Run argv and return (rc, stdout, stderr) as text. ``env`` adds to os.environ; ``cwd``: the directory
+    it runs in (docker-compose reads the project's .env and compose files from there).
 
     EngineError when it cannot start or runs longer than ``timeout`` seconds
     (the child is killed then).
     """
     try:
         proc = subprocess.run(argv, input=input_bytes, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env=full_env(env), timeout=timeout, check=False)
+                              env=full_env(env), timeout=timeout, check=False, cwd=cwd)
     except OSError as exc:
-        raise EngineError("cannot run %s: %s" % (argv[0], exc))
+        raise EngineError("cannot run %s%s: %s" % (argv[0], " in %s" % cwd if cwd else "", exc))
     except subprocess.TimeoutExpired:
         raise EngineError("%s did not finish within %s s and was killed" % (_what(argv), timeout))
     return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
@@ -548,16 +549,3 @@ class Session:
             self.stderr = stderr_tail(self._err)
             self._err.close()
         return rc
-
-
-def run_in(argv, cwd, env=None, timeout=None):
-    """:func:`run` in directory ``cwd`` (None: this one): docker-compose reads the project's .env and compose
-    files from the directory it runs in."""
-    try:
-        proc = subprocess.run(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env(env),
-                              timeout=timeout, check=False)
-    except OSError as exc:
-        raise EngineError("cannot run %s in %s: %s" % (argv[0], cwd, exc))
-    except subprocess.TimeoutExpired:
-        raise EngineError("%s did not finish within %s s and was killed" % (_what(argv), timeout))
-    return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
