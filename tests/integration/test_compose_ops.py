@@ -16,7 +16,7 @@ import pytest
 
 from harness import IMAGES, REPO_ROOT, engine, require_image, run_module, unique
 from importer_fixture import SCHEMA_FULL
-from test_compose import COMPOSE, PROJECT, Project
+from compose_fixture import COMPOSE, PROJECT, Project
 
 pytestmark = pytest.mark.skipif(COMPOSE is None, reason="needs docker and docker-compose (scripts/setup.sh installs it)")
 

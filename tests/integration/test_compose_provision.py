@@ -11,12 +11,12 @@ import pytest
 import yaml
 
 from harness import IMAGES, REPO_ROOT, engine, require_image, unique
-import test_compose
-from test_compose import ENV, PROJECT, Project
+import compose_fixture
+from compose_fixture import ENV, PROJECT, Project
 
 from ansible_collections.nl_biomero.database.plugins.module_utils import compose
 
-pytestmark = test_compose.pytestmark  # docker and docker-compose
+pytestmark = compose_fixture.pytestmark  # docker and docker-compose
 
 INSTANCES = [
     {"name": "database", "max_connections": 150, "logging": True, "log_statement": "all",

@@ -6,10 +6,10 @@ import subprocess
 
 import yaml
 
-import test_compose
+import compose_fixture
 from harness import REPO_ROOT, engine, require_image, unique
 
-pytestmark = test_compose.pytestmark  # docker and docker-compose
+pytestmark = compose_fixture.pytestmark  # docker and docker-compose
 
 
 def test_compose_demo(tmp_path):
