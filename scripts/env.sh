@@ -10,6 +10,8 @@ export REPO_ROOT VENV BUILD_DIR COLLECTIONS_DIR
 export PATH="$VENV/bin:$PATH"
 export ANSIBLE_COLLECTIONS_PATH="$COLLECTIONS_DIR"
 export ANSIBLE_PYTHON_INTERPRETER="$VENV/bin/python"
+# Compiled module code kept between Ansible tasks (scripts/site/nlb_zip_bytecode_cache.py).
+export NLB_ZIP_BYTECODE_CACHE="$BUILD_DIR/zip-bytecode"
 export ANSIBLE_NOCOLOR=1
 export ANSIBLE_FORCE_COLOR=0
 export ANSIBLE_RETRY_FILES_ENABLED=0

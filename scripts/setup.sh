@@ -32,6 +32,15 @@ setup_venv() {
     echo "$want" > "$stamp"
 }
 
+# The zip bytecode cache (scripts/site/nlb_zip_bytecode_cache.py): every venv python loads it,
+# and it acts only where NLB_ZIP_BYTECODE_CACHE is set (scripts/env.sh).
+install_zip_bytecode_cache() {
+    local site
+    site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    install -m 0644 "$REPO_ROOT/scripts/site/nlb_zip_bytecode_cache.py" "$site/"
+    echo "import nlb_zip_bytecode_cache" > "$site/nlb_zip_bytecode_cache.pth"
+}
+
 ensure_docker() {
     if docker info >/dev/null 2>&1; then
         log "docker engine answers"
@@ -102,6 +111,7 @@ ensure_promtool() {
 }
 
 setup_venv
+install_zip_bytecode_cache
 link_collection
 case "$NLB_ENGINE" in
     docker) ensure_docker ;;
