@@ -121,6 +121,8 @@ esac
 command -v debootstrap >/dev/null || { log "installing debootstrap"; apt_install debootstrap; }
 # A real cron daemon for tests/integration/test_backup_cron.py (the role's cron variant).
 command -v cron >/dev/null || { log "installing cron"; apt_install cron; }
+# age (encryption of off-host copies) and the ssh client (SSH targets), for the off-host copy tests.
+command -v age >/dev/null && command -v ssh >/dev/null || { log "installing age openssh-client"; apt_install age openssh-client; }
 # docker-compose 1.29.2 (Debian's package) for tests/integration/test_compose.py: a real compose project.
 if [ "$NLB_ENGINE" = docker ] && ! command -v docker-compose >/dev/null; then
     log "installing docker-compose"

@@ -19,6 +19,7 @@ __metaclass__ = type
 import copy
 import json
 import os
+import re
 
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import engine_argument_spec
 from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
@@ -30,6 +31,8 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.retention impo
 )
 
 LOCK_NAME = ".nl-biomero-backup.lock"
+# age recipients: an X25519 key (bech32, 58 characters after age1) or an SSH public key.
+AGE_RECIPIENT = re.compile(r"^(age1[02-9ac-hj-np-z]{58}|ssh-(ed25519|rsa) [A-Za-z0-9+/=]+( .*)?)$")
 _KINDS = ["omero_data", "omero_config", "metabase", "other"]
 
 SCHEMA = dict(
@@ -78,6 +81,19 @@ SCHEMA = dict(
     restore_test=dict(type="bool", default=False),
     restore_test_timeout=dict(type="int", default=180),
     syslog=dict(type="bool", default=False),
+    offsite=dict(type="list", elements="dict", default=[], options=dict(
+        name=dict(type="str", required=True),
+        directory=dict(type="path"),
+        ssh=dict(type="dict", options=dict(
+            host=dict(type="str", required=True),
+            user=dict(type="str", required=True),
+            port=dict(type="int", default=22),
+            identity_file=dict(type="path"),
+            known_hosts=dict(type="path"),
+        )),
+        keep=dict(type="int"),
+        recipients=dict(type="list", elements="str", default=[]),
+    )),
     **engine_argument_spec()
 )
 # Seconds each part of a run may take; a part that takes longer is killed and fails (see backup_run.py).
@@ -238,12 +254,36 @@ def normalize_config(raw):
             raise BackupRunError("configuration: retention: %s (keys: %s, keep_incomplete, prune_incomplete)"
                                  % (exc, ", ".join(POLICY_KEYS)))
         config["retention"] = dict(policy, prune_incomplete=prune, keep_incomplete=keep_incomplete)
+    _check_offsite(config["offsite"])
     config["lock_file"] = config["lock_file"] or os.path.join(config["backup_dir"], LOCK_NAME)
     config["timeouts"] = _fill(config["timeouts"] or {}, SCHEMA["timeouts"]["options"], "timeouts")
     for key, value in sorted(config["timeouts"].items()):
         if value < 1:
             raise BackupRunError("timeouts.%s must be at least 1 second, got %d" % (key, value))
     return config
+
+
+def _check_offsite(targets):
+    """One of directory or ssh per target, unique names, age recipients by their form."""
+    names = [target["name"] for target in targets]
+    for index, target in enumerate(targets):
+        where = "offsite[%d] (%s)" % (index, target["name"])
+        if bool(target["directory"]) == bool(target["ssh"]):
+            raise BackupRunError("%s: give exactly one of directory (a mount) or ssh (a backup host)" % where)
+        if target["directory"] and not os.path.isabs(target["directory"]):
+            raise BackupRunError("%s: directory must be an absolute path, got %r" % (where, target["directory"]))
+        if target["ssh"]:
+            target["ssh"] = _fill(target["ssh"], SCHEMA["offsite"]["options"]["ssh"]["options"], where + ".ssh")
+        if target["keep"] is not None and target["keep"] < 1:
+            raise BackupRunError("%s: keep must be at least 1 (or unset: the target keeps every set), got %d"
+                                 % (where, target["keep"]))
+        for recipient in target["recipients"]:
+            if not AGE_RECIPIENT.match(recipient):
+                raise BackupRunError("%s: recipient %r is not an age public key (age1... or ssh-ed25519/ssh-rsa ...)"
+                                     % (where, recipient))
+    repeated = sorted(set(name for name in names if names.count(name) > 1))
+    if repeated:
+        raise BackupRunError("offsite target names must be unique; repeated: %s" % ", ".join(repeated))
 
 
 def load_config(path):

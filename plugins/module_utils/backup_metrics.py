@@ -59,6 +59,9 @@ _HELP = {
     "restore_test_success": "1 if the newest restore test restored every database with equal row counts (restorable).",
     "restore_test_timestamp_seconds": "When the newest restore test ran (unix time).",
     "restore_test_set_timestamp_seconds": "Start time of the backup set the newest restore test restored.",
+    "offsite_last_copy_success": "1 if the newest off-host copy to the target was verified there, else 0.",
+    "offsite_last_copy_bytes": "Bytes stored at the target by its newest verified copy.",
+    "offsite_last_success_timestamp_seconds": "When a copy to the target was last verified there (0: never).",
 }
 
 
@@ -118,13 +121,14 @@ def consecutive_incomplete(sets, record, now=None):
     return count + int((record or {}).get("consecutive_incomplete") or 0)
 
 
-def render_metrics(sets, backup_dir, components=(), last_run=None, clients_stopped=0, now=None):
+def render_metrics(sets, backup_dir, components=(), last_run=None, clients_stopped=0, now=None, targets=()):
     """Prometheus text for a catalogue's sets (newest first, as list_backups gives them).
 
     ``components`` ((name, kind) pairs, the configured ones) always get a
     series, so a component missing from the last set shows up as failed.
     ``last_run`` is the record of the last run (see record_run) or None;
-    ``clients_stopped`` the number of clients left stopped (None: unknown).
+    ``clients_stopped`` the number of clients left stopped (None: unknown);
+    ``targets`` the configured off-host targets (each gets a series).
     """
     base = {"backup_dir": backup_dir}
     samples = []
@@ -196,6 +200,16 @@ def render_metrics(sets, backup_dir, components=(), last_run=None, clients_stopp
         add("restore_test_success", base, bool(result.get("restorable")))
         add("restore_test_timestamp_seconds", base, _unix(result.get("time")))
         add("restore_test_set_timestamp_seconds", base, _unix(newest.get("time")))
+    copies = dict((name, []) for name in targets)
+    for entry in real:  # newest first
+        for name, item in sorted((entry.get("offsite") or {}).items()):
+            copies.setdefault(name, []).append(item)
+    for name, items in sorted(copies.items()):
+        labels = dict(base, target=name)
+        verified = [item for item in items if item.get("verified")]
+        add("offsite_last_copy_success", labels, bool(items and items[0].get("verified")))
+        add("offsite_last_copy_bytes", labels, verified[0].get("bytes") or 0 if verified else 0)
+        add("offsite_last_success_timestamp_seconds", labels, _unix(verified[0].get("time")) or 0 if verified else 0)
     # the text format wants all samples of a metric together, under its HELP and TYPE
     order = []
     for name, _labels_, _value in samples:
@@ -267,10 +281,10 @@ def clients_left_stopped(lock_file):
     return len(clients) if isinstance(clients, list) else None
 
 
-def metrics_text(backup_dir, components=(), lock_file=None, now=None):
+def metrics_text(backup_dir, components=(), lock_file=None, now=None, targets=()):
     """The metrics of ``backup_dir`` as they are on disk: catalogue, last run record, stopped clients."""
     return render_metrics(list_backups(backup_dir)["sets"], backup_dir, components, last_run=read_last_run(backup_dir),
-                          clients_stopped=clients_left_stopped(lock_file), now=now)
+                          clients_stopped=clients_left_stopped(lock_file), now=now, targets=targets)
 
 
 def write_metrics_file(path, text):
@@ -312,7 +326,8 @@ def write_metrics(config, log=None, run=None):
     if not path:
         return None
     try:
-        write_metrics_file(path, metrics_text(config["backup_dir"], _components(config), config.get("lock_file")))
+        write_metrics_file(path, metrics_text(config["backup_dir"], _components(config), config.get("lock_file"),
+                                              targets=[target["name"] for target in config.get("offsite") or []]))
     except (BackupSetError, MetricsError, OSError) as exc:
         if log:
             log("cannot write the metrics file %s: %s" % (path, exc), error=True)

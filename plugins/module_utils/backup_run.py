@@ -89,6 +89,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.job_recovery i
     since_now,
 )
 from ansible_collections.nl_biomero.database.plugins.module_utils.job_state import RunState, state_path, utc_now_iso
+from ansible_collections.nl_biomero.database.plugins.module_utils.offsite import OffsiteError, Target
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_snapshot import ExportedSnapshot
 from ansible_collections.nl_biomero.database.plugins.module_utils.restore_test import restore_test
@@ -422,6 +423,7 @@ class BackupRun:
             "clients": clients.report,
             "retention": None,
             "restore_test": None,
+            "offsite": None,
         }
         try:
             if not stopped:
@@ -431,6 +433,11 @@ class BackupRun:
                 if config["restore_test"] and manifest["complete"]:
                     result["restore_test"] = self._restore_test(backup_set.path)
                     if not result["restore_test"].get("restorable"):
+                        result["rc"] = EXIT_FAILED
+                # only a complete set that passed its restore test (when there is one) leaves the host
+                if config["offsite"] and manifest["complete"] and result["rc"] == EXIT_OK:
+                    result["offsite"] = self._offsite(backup_set.path)
+                    if any(item.get("error") for item in result["offsite"].values()):
                         result["rc"] = EXIT_FAILED
         except Interrupted as exc:
             stopped = result["interrupted"] = str(exc)
@@ -443,8 +450,12 @@ class BackupRun:
             result["metrics_file"] = self._metrics(result)
             result["duration_s"] = round(time.monotonic() - clock, 3)
             if result["rc"] != EXIT_OK:
+                offsite_errors = ["%s: %s" % (name, item["error"]) for name, item in sorted((result["offsite"] or {}).items())
+                                  if item.get("error")]
                 failure = (manifest["error"] or (result["restore_test"] or {}).get("error")
-                           or ("interrupted: %s" % stopped if stopped else "restore test failed"))
+                           or ("interrupted: %s" % stopped if stopped else None)
+                           or ("off-host copy failed: %s" % "; ".join(offsite_errors) if offsite_errors else None)
+                           or "restore test failed")
                 result["notify_rc"] = self._notify("failed", backup_set.path, failure)
         for reason in guard.ignored:
             self.log("%s came while stopping; ignored, the cleanup went on" % reason, error=True)
@@ -613,6 +624,35 @@ class BackupRun:
             if isinstance(exc, TimedOut):
                 self._record_restore_test(set_path, result)
             return result
+
+    def _offsite(self, set_path):
+        """Copy the set to each off-host target; a failure is recorded per target, the local set stays."""
+        results = {}
+        seconds = self.timeouts["copy"]
+        for spec in self.config["offsite"]:
+            name, clock = spec["name"], time.monotonic()
+            target = Target(spec, timeout=seconds)
+            try:
+                with self.guard.limit(seconds, "the copy to %s (timeouts.copy)" % name):
+                    answer = target.copy_set(set_path)
+                results[name] = {"verified": True, "bytes": answer["bytes"], "files": answer["files"],
+                                 "encrypted": answer["encrypted"], "error": None}
+                self.log("off-host copy to %s verified (%d bytes, %d files)" % (name, answer["bytes"], answer["files"]))
+                with self.guard.limit(seconds, "the retention of %s (timeouts.copy)" % name):
+                    results[name]["deleted"] = target.apply_retention(os.path.basename(set_path))
+            except (OffsiteError, TimedOut) as exc:
+                entry = results.setdefault(name, {"verified": False, "error": None})
+                entry["error"] = str(exc) if not entry["verified"] else None
+                if entry["verified"]:
+                    entry["retention_error"] = str(exc)
+                self.log("off-host copy to %s: %s" % (name, exc), error=True)
+            results[name].update(time=utc_now_iso(), duration_s=round(time.monotonic() - clock, 3),
+                                 target=spec["directory"] or "%s@%s" % (spec["ssh"]["user"], spec["ssh"]["host"]))
+        try:
+            BackupSet.open(set_path).set_offsite(results)
+        except (BackupSetError, OSError, ValueError) as exc:
+            self.log("cannot record the off-host copies in %s: %s" % (set_path, exc), error=True)
+        return results
 
     def _record_restore_test(self, set_path, result):
         try:

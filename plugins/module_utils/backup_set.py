@@ -303,6 +303,12 @@ class BackupSet:
         self.save()
 
 
+    def set_offsite(self, results):
+        """Record the off-host copies of this set ({target: {verified, bytes, error, ...}}) in the manifest."""
+        self.manifest["offsite"] = dict(self.manifest.get("offsite") or {}, **results)
+        self.save()
+
+
 def start_set(backup_dir, now=None):
     """Start a new backup set under ``backup_dir``; returns a BackupSet."""
     return BackupSet.start(backup_dir, now=now)
@@ -370,6 +376,7 @@ def _set_entry(path, verify_checksums):
         "problems": [],
         "error": None,
         "restore_test": None,
+        "offsite": None,
         "format_version": None,
     }
     try:
@@ -394,6 +401,7 @@ def _set_entry(path, verify_checksums):
         "duration_s": manifest.get("duration_s"),
         "error": manifest.get("error"),
         "restore_test": manifest.get("restore_test"),
+        "offsite": manifest.get("offsite"),
     })
     problems = entry["problems"]
     checked = failed_check = False

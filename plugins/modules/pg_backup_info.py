@@ -152,6 +152,11 @@ sets:
     restore_test:
       description: The restore test result recorded in the manifest, if any.
       type: dict
+    offsite:
+      description:
+        - The off-host copies recorded in the manifest, by target name (C(verified), C(bytes), C(files),
+          C(encrypted), C(target), C(time), C(error)), or null when the set was not copied.
+      type: dict
     dated_in_future:
       description:
         - True when the set is dated in the future (made while the clock was wrong); it is never the

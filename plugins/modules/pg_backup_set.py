@@ -232,6 +232,57 @@ options:
     description: Seconds a throwaway container of the restore test gets to start.
     type: int
     default: 180
+  offsite:
+    description:
+      - Off-host copies. After a complete set (that passed its restore test, when there is one) the run
+        copies every file of it to each target, where the receiving side hashes what it writes and reads
+        it all back before the set is listed there; a failed copy is removed at the target, recorded in
+        the set manifest (C(offsite)), the metrics and the notification, and fails the run; the local set stays.
+      - A target is a directory (an NFS or SMB mount) or a backup host over SSH whose dedicated key runs
+        the collection's C(offsite_store.py) as its forced command (see the role README).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: The target's name (metrics label, manifest key).
+        type: str
+        required: true
+      directory:
+        description: An absolute directory (a mounted share) to copy the sets into. Give this or O(offsite[].ssh).
+        type: path
+      ssh:
+        description: A backup host, reached with C(ssh -o BatchMode=yes). Give this or O(offsite[].directory).
+        type: dict
+        suboptions:
+          host:
+            description: The backup host.
+            type: str
+            required: true
+          user:
+            description: The user whose C(authorized_keys) holds the forced-command key.
+            type: str
+            required: true
+          port:
+            description: The SSH port.
+            type: int
+            default: 22
+          identity_file:
+            description: The private key of the dedicated backup key.
+            type: path
+          known_hosts:
+            description: A known_hosts file holding the backup host's key (then the host key is checked strictly).
+            type: path
+      keep:
+        description: How many sets the target keeps (the oldest beyond are deleted there after a verified copy); unset keeps all.
+        type: int
+      recipients:
+        description:
+          - age public keys (C(age1...) or SSH public keys). With any, every file is encrypted with C(age) on
+            its way (stored as C(<file>.age)); the private key is only needed to restore, never on this host.
+        type: list
+        elements: str
+        default: []
   timeouts:
     description:
       - Seconds each part of the run may take; a part that takes longer is killed and fails, the

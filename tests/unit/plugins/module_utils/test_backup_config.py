@@ -252,3 +252,31 @@ def test_sets_verify_whole_archives_by_default():
     assert config["databases"][0]["verify"] == "full"
     with pytest.raises(bc.NlbError, match="verify 'fast' is not one of full, toc, none"):
         bc.normalize_config({"backup_dir": "/b", "databases": [{"container": "c", "database": "d", "verify": "fast"}]})
+
+
+_BASE = {"backup_dir": "/b", "databases": [{"container": "c", "database": "d"}]}
+_KEY = "age1" + "q" * 58
+
+
+@pytest.mark.parametrize("offsite, message", [
+    ([{"name": "t"}], r"offsite\[0\] \(t\): give exactly one of directory \(a mount\) or ssh"),
+    ([{"name": "t", "directory": "/m", "ssh": {"host": "h", "user": "u"}}], "give exactly one of directory"),
+    ([{"name": "t", "directory": "relative/dir"}], "directory must be an absolute path, got 'relative/dir'"),
+    ([{"name": "t", "ssh": {"host": "h"}}], r"offsite\[0\] \(t\).ssh: user is required"),
+    ([{"name": "t", "ssh": {"host": "h", "user": "u", "hots": "x"}}], r"unknown key\(s\) hots"),
+    ([{"name": "t", "directory": "/m", "keep": 0}], "keep must be at least 1"),
+    ([{"name": "t", "directory": "/m", "recipients": ["age1typo"]}], "recipient 'age1typo' is not an age public key"),
+    ([{"name": "t", "directory": "/m"}, {"name": "t", "directory": "/n"}], "repeated: t"),
+])
+def test_offsite_targets_are_checked_naming_the_value(offsite, message):
+    with pytest.raises(bc.NlbError, match=message):
+        bc.normalize_config(dict(_BASE, offsite=offsite))
+
+
+def test_offsite_targets_get_their_defaults():
+    config = bc.normalize_config(dict(_BASE, offsite=[
+        {"name": "nas", "directory": "/m"},
+        {"name": "vault", "ssh": {"host": "h", "user": "u"}, "recipients": [_KEY, "ssh-ed25519 AAAAC3 me@host"]}]))
+    nas, vault = config["offsite"]
+    assert nas == {"name": "nas", "directory": "/m", "ssh": None, "keep": None, "recipients": []}
+    assert vault["ssh"] == {"host": "h", "user": "u", "port": 22, "identity_file": None, "known_hosts": None}

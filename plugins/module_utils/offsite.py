@@ -1,0 +1,180 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, NL-BIOMERO database maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Copies of complete backup sets off the host: verified at the target, optionally encrypted.
+
+A target is a directory (an NFS or SMB mount) or a backup host over SSH whose
+dedicated key runs offsite_store.py as its forced command. Both are spoken to
+the same way: one store command per process (the local store script, or ssh),
+files streamed to its stdin. With ``recipients`` every file goes through
+``age`` on its way (public keys only: the private key is never needed on the
+database host, and no plaintext copy is written anywhere). The store hashes
+what it writes, and ``commit`` reads it all back from its disk before the set
+is listed there: a half-copied set is never listed as good.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+from ansible_collections.nl_biomero.database.plugins.module_utils.backup_set import SET_MANIFEST
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
+
+STORE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "offsite_store.py")
+_CHUNK = 1 << 20
+ENCRYPTED_SUFFIX = ".age"
+
+
+class OffsiteError(NlbError):
+    """A copy to a target failed (the message names the target and the file)."""
+
+
+def store_argv(target, words):
+    """The command line that runs one store command (``words``) at ``target``."""
+    if target.get("directory"):
+        return [sys.executable, STORE_SCRIPT, target["directory"]] + list(words)
+    ssh = target["ssh"]
+    argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=%d" % ssh.get("connect_timeout", 20),
+            "-p", str(ssh.get("port") or 22)]
+    if ssh.get("identity_file"):
+        argv += ["-o", "IdentitiesOnly=yes", "-i", ssh["identity_file"]]
+    if ssh.get("known_hosts"):
+        argv += ["-o", "UserKnownHostsFile=%s" % ssh["known_hosts"], "-o", "StrictHostKeyChecking=yes"]
+    # The receiving key's forced command reads these words from SSH_ORIGINAL_COMMAND.
+    return argv + ["%s@%s" % (ssh["user"], ssh["host"]), " ".join(shlex.quote(word) for word in words)]
+
+
+def set_files(set_path):
+    """The set's files, relative and sorted, its manifest last (a copy cut short has no manifest)."""
+    found = []
+    for base, dirs, files in os.walk(set_path):
+        dirs.sort()
+        for name in sorted(files):
+            found.append(os.path.relpath(os.path.join(base, name), set_path))
+    return sorted(found, key=lambda relative: (relative == SET_MANIFEST, relative))
+
+
+def sha256_of(path):
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+class Target:
+    """One target of the configuration (``name``, ``directory`` or ``ssh``, ``keep``, ``recipients``)."""
+
+    def __init__(self, spec, timeout=43200):
+        self.spec = spec
+        self.name = spec["name"]
+        self.timeout = timeout
+
+    def _fail(self, what, stderr):
+        text = (stderr or b"").decode("utf-8", "replace").strip().splitlines()
+        raise OffsiteError("target %s: %s: %s" % (self.name, what, text[-1] if text else "no answer"))
+
+    def call(self, words, data=b""):
+        """Run one store command; its JSON answer."""
+        try:
+            proc = subprocess.run(store_argv(self.spec, words), input=data, capture_output=True,
+                                  timeout=self.timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise OffsiteError("target %s: %s took longer than %s s" % (self.name, words[0], self.timeout))
+        except OSError as exc:
+            raise OffsiteError("target %s: cannot run %s: %s" % (self.name, words[0], exc))
+        if proc.returncode != 0:
+            self._fail(" ".join(words[:2]), proc.stderr)
+        try:
+            return json.loads(proc.stdout.decode("utf-8"))
+        except ValueError:
+            self._fail("%s gave no answer" % words[0], proc.stderr)
+
+    def put(self, set_name, relative, path):
+        """Stream one file (through age when encrypting); what was sent and what the store wrote."""
+        recipients = self.spec.get("recipients") or []
+        stored = relative + ENCRYPTED_SUFFIX if recipients else relative
+        producer = None
+        consumer = subprocess.Popen(store_argv(self.spec, ["put", set_name, stored]), stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        digest, size = hashlib.sha256(), 0
+        try:
+            if recipients:
+                argv = ["age"] + [word for recipient in recipients for word in ("-r", recipient)] + [path]
+                producer = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                source = producer.stdout
+            else:
+                source = open(path, "rb")
+            with source:
+                for chunk in iter(lambda: source.read(_CHUNK), b""):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    consumer.stdin.write(chunk)
+            consumer.stdin.close()
+            consumer.stdin = None  # closed: communicate() now only reads the answer
+            if producer is not None and producer.wait(timeout=self.timeout) != 0:
+                raise OffsiteError("target %s: age could not encrypt %s: %s" % (
+                    self.name, relative, producer.stderr.read().decode("utf-8", "replace").strip()))
+            out, err = consumer.communicate(timeout=self.timeout)
+        except BrokenPipeError:  # the store stopped reading (a full disk, a refused name): its answer says why
+            consumer.stdin = None
+            out, err = consumer.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            raise OffsiteError("target %s: copying %s took longer than %s s" % (self.name, relative, self.timeout))
+        finally:
+            for proc in (producer, consumer):
+                if proc is not None and proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        if consumer.returncode != 0:
+            self._fail("copying %s" % relative, err)
+        answer = json.loads(out.decode("utf-8"))
+        sent = {"sha256": digest.hexdigest(), "bytes": size}
+        if (answer["sha256"], answer["bytes"]) != (sent["sha256"], sent["bytes"]):
+            raise OffsiteError("target %s: %s arrived as %s bytes sha256 %s, %s bytes sha256 %s were sent"
+                               % (self.name, relative, answer["bytes"], answer["sha256"], size, sent["sha256"]))
+        plain_sha256, plain_bytes = sha256_of(path) if recipients else (sent["sha256"], size)
+        return stored, dict(sent, plain_sha256=plain_sha256, plain_bytes=plain_bytes, encrypted=bool(recipients))
+
+    def copy_set(self, set_path):
+        """Copy a set and have the target verify it; removes what arrived when anything fails."""
+        set_name = os.path.basename(os.path.normpath(set_path))
+        self.call(["abort", set_name])  # what an earlier, interrupted copy left
+        sent = {}
+        try:
+            for relative in set_files(set_path):
+                stored, entry = self.put(set_name, relative, os.path.join(set_path, relative))
+                sent[stored] = entry
+            answer = self.call(["commit", set_name], json.dumps(sent).encode("utf-8"))
+        except BaseException:
+            try:
+                self.call(["abort", set_name])
+            except OffsiteError:
+                pass  # the target is gone: its .partial- folder is never listed, the next copy removes it
+            raise
+        return dict(answer, encrypted=bool(self.spec.get("recipients")))
+
+    def apply_retention(self, keep_set):
+        """Keep the target's ``keep`` newest sets (never ``keep_set``); returns the deleted names."""
+        keep = self.spec.get("keep")
+        if not keep:
+            return []
+        names = sorted(item["set"] for item in self.call(["list"])["sets"])
+        doomed = [name for name in names[:-keep] if name != keep_set]
+        for name in doomed:
+            self.call(["delete", name])
+        return doomed
+
+    def list_sets(self):
+        return self.call(["list"])
+
+    def verify(self, set_name):
+        return self.call(["verify", set_name])
