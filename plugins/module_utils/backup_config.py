@@ -263,6 +263,13 @@ def normalize_config(raw):
     return config
 
 
+def offsite_targets(raw):
+    """A list of off-host targets (option ``offsite``) validated and with their defaults, as a run reads them."""
+    targets = _convert(raw, SCHEMA["offsite"], "offsite", "")
+    _check_offsite(targets)
+    return targets
+
+
 def _check_offsite(targets):
     """One of directory or ssh per target, unique names, age recipients by their form."""
     names = [target["name"] for target in targets]

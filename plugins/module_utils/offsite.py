@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -178,3 +179,102 @@ class Target:
 
     def verify(self, set_name):
         return self.call(["verify", set_name])
+
+    def fetch_set(self, set_name, backup_dir, identity_file=None):
+        """Bring a stored set back into ``backup_dir`` (decrypted with ``identity_file``), checked file by file.
+
+        Each file must arrive with the stored sha256 and decrypt to the
+        plaintext sha256 recorded when it was copied; the set appears under
+        its name only when every file did (``.fetch-<set>`` until then,
+        removed on failure). A set that is already there is refused.
+        """
+        record = self.call(["manifest", set_name])
+        dest = os.path.join(backup_dir, set_name)
+        if os.path.lexists(dest):
+            raise OffsiteError("set %s is already in %s: nothing fetched" % (set_name, backup_dir))
+        encrypted = [stored for stored, entry in record["files"].items() if entry.get("encrypted")]
+        if encrypted and not identity_file:
+            raise OffsiteError("target %s: set %s is encrypted (%d files): give the age identity file to decrypt it"
+                               % (self.name, set_name, len(encrypted)))
+        temp = os.path.join(backup_dir, ".fetch-" + set_name)
+        shutil.rmtree(temp, ignore_errors=True)
+        os.makedirs(temp, mode=0o700)
+        try:
+            for stored, entry in sorted(record["files"].items()):
+                relative = stored[:-len(ENCRYPTED_SUFFIX)] if entry.get("encrypted") else stored
+                path = os.path.join(temp, relative)
+                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+                self._get(set_name, stored, entry, path, identity_file if entry.get("encrypted") else None)
+            os.rename(temp, dest)
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+        return {"set": set_name, "path": dest, "files": len(record["files"]), "encrypted": bool(encrypted)}
+
+    def _get(self, set_name, stored, entry, path, identity_file):
+        getter = subprocess.Popen(store_argv(self.spec, ["get", set_name, stored]), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+        decrypter = None
+        digest, size = hashlib.sha256(), 0
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                if identity_file:
+                    decrypter = subprocess.Popen(["age", "-d", "-i", identity_file], stdin=subprocess.PIPE,
+                                                 stdout=out, stderr=subprocess.PIPE)
+                sink = decrypter.stdin if decrypter else out
+                try:
+                    for chunk in iter(lambda: getter.stdout.read(_CHUNK), b""):
+                        digest.update(chunk)
+                        size += len(chunk)
+                        sink.write(chunk)
+                except BrokenPipeError:
+                    pass  # age stopped reading (a wrong identity): its exit status and message say why
+                if decrypter:
+                    try:
+                        decrypter.stdin.close()
+                    except BrokenPipeError:
+                        pass
+                    if decrypter.wait(timeout=self.timeout) != 0:
+                        raise OffsiteError("target %s: age could not decrypt %s: %s" % (
+                            self.name, stored, decrypter.stderr.read().decode("utf-8", "replace").strip()))
+            if getter.wait(timeout=self.timeout) != 0:
+                self._fail("fetching %s" % stored, getter.stderr.read())
+        finally:
+            for proc in (getter, decrypter):
+                if proc is not None and proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        if (digest.hexdigest(), size) != (entry["sha256"], entry["bytes"]):
+            raise OffsiteError("target %s: %s arrived as %d bytes sha256 %s, stored as %s bytes sha256 %s"
+                               % (self.name, stored, size, digest.hexdigest(), entry["bytes"], entry["sha256"]))
+        plain = sha256_of(path)
+        if plain != (entry["plain_sha256"], entry["plain_bytes"]):
+            raise OffsiteError("target %s: %s decrypted to sha256 %s, the set held sha256 %s"
+                               % (self.name, stored, plain[0], entry["plain_sha256"]))
+
+
+def fetch_module(params, targets, check_mode=False):
+    """The result of ``pg_backup_fetch``: ``params`` are its options, ``targets`` the validated ``offsite``."""
+    spec = next((target for target in targets if target["name"] == params["target"]), None)
+    if spec is None:
+        raise OffsiteError("target %r is not in offsite (targets: %s)"
+                           % (params["target"], ", ".join(target["name"] for target in targets) or "none"))
+    target = Target(spec, timeout=params["timeout"])
+    name = params["set"]
+    if not name:
+        stored = [item["set"] for item in target.list_sets()["sets"]]
+        if not stored:
+            raise OffsiteError("target %s holds no set" % target.name)
+        name = max(stored)
+    path = os.path.join(params["backup_dir"], name)
+    if os.path.lexists(path):
+        return {"changed": False, "fetched": False, "set": name, "path": path}
+    if check_mode:
+        record = target.call(["manifest", name])
+        return {"changed": True, "fetched": False, "set": name, "path": path, "files": len(record["files"]),
+                "encrypted": any(entry.get("encrypted") for entry in record["files"].values())}
+    if not os.path.isdir(params["backup_dir"]):
+        os.makedirs(params["backup_dir"], mode=0o700)
+    report = target.fetch_set(name, params["backup_dir"], identity_file=params["identity_file"])
+    return dict(report, changed=True, fetched=True)

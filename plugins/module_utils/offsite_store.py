@@ -20,8 +20,8 @@ these commands, inside the root, on names of the set stamp form.
 
 Commands (one per invocation; the answer is one JSON line on stdout):
 ``put SET FILE`` (data on stdin), ``commit SET`` (the sender's list on stdin),
-``abort SET``, ``list``, ``verify SET``, ``get SET FILE`` (data on stdout),
-``delete SET``.
+``abort SET``, ``list``, ``verify SET``, ``manifest SET``, ``get SET FILE``
+(data on stdout), ``delete SET``.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -184,6 +184,10 @@ class Store:
                 problems.append("%s differs from the copy that was verified" % relative)
         return {"set": name, "verified": not problems, "problems": problems}
 
+    def manifest(self, name):
+        """The record of a stored set: its files with their stored and plaintext checksums."""
+        return self._record(name)
+
     def get(self, name, relative, out):
         path = os.path.join(self._set_dir(name), check_file_name(relative))
         with open(path, "rb") as handle:
@@ -199,10 +203,10 @@ class Store:
 
 def run_command(store, args, stdin, stdout):
     """Run one command; returns the JSON-able answer (``get`` writes its data to ``stdout`` instead)."""
-    usage = {"put": 2, "commit": 1, "abort": 1, "list": 0, "verify": 1, "get": 2, "delete": 1}
+    usage = {"put": 2, "commit": 1, "abort": 1, "list": 0, "verify": 1, "manifest": 1, "get": 2, "delete": 1}
     if not args or args[0] not in usage or len(args) - 1 != usage[args[0]]:
         raise StoreError("command %r is not one of: put SET FILE, commit SET, abort SET, list, verify SET, "
-                         "get SET FILE, delete SET" % " ".join(args))
+                         "manifest SET, get SET FILE, delete SET" % " ".join(args))
     command, rest = args[0], args[1:]
     if command == "put":
         return store.put(rest[0], rest[1], stdin)

@@ -5,7 +5,7 @@ import json
 import os
 import subprocess
 
-from harness import REPO_ROOT, engine
+from harness import ENGINE, REPO_ROOT, engine
 
 COLLECTIONS = os.path.join(REPO_ROOT, ".build", "collections")
 CLI = "ansible_collections.nl_biomero.database.plugins.module_utils.backup_run"
@@ -53,3 +53,16 @@ def restore_leftovers():
     containers = engine("ps", "-a", "--filter", "name=nlb-restoretest-", "--format", "{{.Names}}").stdout.strip()
     volumes = engine("volume", "ls", "--filter", "name=nlb-restoretest-", "--format", "{{.Name}}").stdout.strip()
     return containers + volumes
+
+
+def run_playbook(name, tmp_path, extra):
+    """One of the collection's playbooks on localhost with the role's engine and the test's backup directory."""
+    inventory = tmp_path / "inventory"
+    inventory.write_text("localhost ansible_connection=local ansible_python_interpreter=%s\n"
+                         % os.environ.get("ANSIBLE_PYTHON_INTERPRETER", "auto"))
+    return subprocess.run(["ansible-playbook", "-i", str(inventory), os.path.join(REPO_ROOT, "playbooks", name),
+                           # the backup directory is always the test's own: the lock lives there even for a dump
+                           "-e", json.dumps(dict({"target": "localhost", "postgres_backup_engine": ENGINE,
+                                                  "postgres_backup_dir": str(tmp_path / "backups")}, **extra)),
+                           "-e", "ansible_python_interpreter=%s" % os.environ.get("ANSIBLE_PYTHON_INTERPRETER", "auto")],
+                          capture_output=True, text=True, timeout=600, check=False)

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from harness import ENGINE, IMAGES, REPO_ROOT, Writer, engine, run_module, unique
-from job_cli import metric, metrics, restore_leftovers, run_cli, state, write_config
+from harness import ENGINE, IMAGES, Writer, engine, run_module, unique
+from job_cli import metric, metrics, restore_leftovers, run_cli, run_playbook, state, write_config
 
 
 @pytest.fixture
@@ -179,18 +179,6 @@ def test_module_pg_backup_set_check_mode_and_backup_playbook(stack):
     with open(str(tmp / "nl-biomero-backup.cron")) as handle:
         assert " root PYTHONPATH=%s " % (tmp / "opt") in handle.read()
     assert state(stack["client"])["Running"]
-
-
-def run_playbook(name, tmp_path, extra):
-    inventory = tmp_path / "inventory"
-    inventory.write_text("localhost ansible_connection=local ansible_python_interpreter=%s\n"
-                         % os.environ.get("ANSIBLE_PYTHON_INTERPRETER", "auto"))
-    return subprocess.run(["ansible-playbook", "-i", str(inventory), os.path.join(REPO_ROOT, "playbooks", name),
-                           # the backup directory is always the test's own: the lock lives there even for a dump
-                           "-e", json.dumps(dict({"target": "localhost", "postgres_backup_engine": ENGINE,
-                                                  "postgres_backup_dir": str(tmp_path / "backups")}, **extra)),
-                           "-e", "ansible_python_interpreter=%s" % os.environ.get("ANSIBLE_PYTHON_INTERPRETER", "auto")],
-                          capture_output=True, text=True, timeout=600, check=False)
 
 
 def test_restore_playbook_refuses_then_restores_and_adopts_a_foreign_dump(pg_factory, client, tmp_path):

@@ -9,7 +9,9 @@ a directory, the SSH host encrypted with age, the full disk, a key the host
 does not know, and a port nobody listens on. The good copies must be verified
 and listed there, the failures recorded in the manifest, the metrics and the
 notification without anything half-copied left listed, and the local set
-must stay complete and untouched.
+must stay complete and untouched. Then the host is "lost" (local sets gone,
+the database damaged): restore.yml refuses the copy tampered with at the
+backup host and restores from the newest good one, fetched and decrypted.
 """
 import json
 import os
@@ -19,7 +21,7 @@ import time
 import pytest
 
 from harness import ENGINE, REPO_ROOT, container_ip, engine, run_module, unique
-from job_cli import metric, metrics, run_cli, write_config
+from job_cli import metric, metrics, run_cli, run_playbook, write_config
 
 pytestmark = pytest.mark.skipif(ENGINE != "docker", reason="the SSH host is a docker container")
 
@@ -143,8 +145,9 @@ def test_one_run_copies_to_every_target_and_records_each_failure(pg_factory, bac
     assert listed["offsite"]["vault"]["verified"] and listed["offsite"]["vault"]["target"] == "root@" + backup_host["address"]
 
     # a copy tampered with at the backup host is found by its verification, naming the file
-    engine("exec", backup_host["name"], "sh", "-c",
-           "printf X | dd of=/srv/nlb/%s/%s.age bs=1 seek=200 conv=notrunc 2>/dev/null" % (set_dir.name, dump))
+    engine("exec", backup_host["name"], "python3", "-c",
+           "import sys; f = open(sys.argv[1], 'r+b'); f.seek(200); b = f.read(1); f.seek(200); f.write(bytes([b[0] ^ 255]))",
+           "/srv/nlb/%s/%s.age" % (set_dir.name, dump))
     answer = subprocess.run(
         ["ssh", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", backup_host["big"],
          "-o", "UserKnownHostsFile=" + backup_host["known_hosts"], "root@" + backup_host["address"],
@@ -157,3 +160,22 @@ def test_one_run_copies_to_every_target_and_records_each_failure(pg_factory, bac
          "-o", "UserKnownHostsFile=" + backup_host["known_hosts"], "root@" + backup_host["address"],
          "cat /etc/shadow"], capture_output=True, text=True, check=False)
     assert shell.returncode != 0 and "is not one of" in shell.stderr and "root:" not in shell.stdout
+
+    # a second, good set on the backup host; then the host is lost: the local sets are gone, the database damaged
+    vault = [dict(ssh_target(backup_host, "vault", "big"), recipients=[recipient])]
+    assert run_cli(write_config(str(tmp_path / "c.json"), dict(config, offsite=vault))).returncode == 0
+    good = sorted(name for name in os.listdir(str(tmp_path / "backups")) if not name.startswith("."))[-1]
+    assert good > set_dir.name
+    subprocess.run(["rm", "-rf", str(set_dir), str(tmp_path / "backups" / good)], check=True)
+    db.psql("DELETE FROM pixels WHERE id > 100")
+    extra = {"postgres_backup_offsite": vault, "postgres_backup_restore_fetch_from": "vault",
+             "postgres_backup_restore_identity_file": str(identity), "postgres_backup_restore_overwrite": True}
+    # the tampered copy is refused before anything is touched: age authenticates every chunk
+    refused = run_playbook("restore.yml", tmp_path, dict(extra, postgres_backup_restore_set=set_dir.name))
+    assert refused.returncode != 0 and "could not decrypt %s.age" % dump in refused.stdout, refused.stdout[-3000:]
+    assert not os.path.exists(str(set_dir)) and db.query("SELECT count(*) FROM pixels") == "100"
+    # the newest copy there is fetched, decrypted, checked and restored
+    restored = run_playbook("restore.yml", tmp_path, extra)
+    assert restored.returncode == 0, restored.stdout[-3000:]
+    assert db.query("SELECT count(*) FROM pixels") == "20000"
+    assert json.loads((tmp_path / "backups" / good / "set.manifest.json").read_text())["complete"] is True

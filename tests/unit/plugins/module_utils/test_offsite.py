@@ -158,3 +158,40 @@ def test_ssh_argv_quotes_the_words_for_the_remote_side():
     assert argv[-2:] == ["nlb@backup.example", "put %s 'a b/c'" % SET]
     assert ["-p", "2222"] == argv[argv.index("-p"):argv.index("-p") + 2]
     assert "StrictHostKeyChecking=yes" in argv and "BatchMode=yes" in argv
+
+
+@needs_age
+def test_fetch_brings_an_encrypted_set_back_checked_and_refuses_without_the_identity(local_set, store_dir, tmp_path):
+    identity = tmp_path / "key.txt"
+    subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
+    recipient = subprocess.run(["age-keygen", "-y", str(identity)], check=True, capture_output=True,
+                               text=True).stdout.strip()
+    target = Target({"name": "nas", "directory": store_dir, "recipients": [recipient]})
+    target.copy_set(local_set)
+    restored = tmp_path / "restored"
+    restored.mkdir()
+    with pytest.raises(OffsiteError, match="set %s is encrypted \\(3 files\\): give the age identity file" % SET):
+        target.fetch_set(SET, str(restored))
+    other = tmp_path / "other.txt"
+    subprocess.run(["age-keygen", "-o", str(other)], check=True, capture_output=True)
+    with pytest.raises(OffsiteError, match="age could not decrypt"):
+        target.fetch_set(SET, str(restored), identity_file=str(other))
+    assert os.listdir(str(restored)) == []
+    report = target.fetch_set(SET, str(restored), identity_file=str(identity))
+    assert report == {"set": SET, "path": str(restored / SET), "files": 3, "encrypted": True}
+    for relative in ("omero/omero.dump", "omero/omero.dump.json", "set.manifest.json"):
+        assert (restored / SET / relative).read_bytes() == open(os.path.join(local_set, relative), "rb").read()
+    with pytest.raises(OffsiteError, match="is already in"):
+        target.fetch_set(SET, str(restored), identity_file=str(identity))
+
+
+def test_fetch_of_a_tampered_copy_fails_naming_the_file_and_leaves_nothing(local_set, store_dir, tmp_path):
+    target = Target({"name": "nas", "directory": store_dir})
+    target.copy_set(local_set)
+    with open(os.path.join(store_dir, SET, "omero", "omero.dump"), "r+b") as handle:
+        handle.write(b"X")
+    restored = tmp_path / "restored"
+    restored.mkdir()
+    with pytest.raises(OffsiteError, match="omero/omero.dump arrived as .* stored as"):
+        target.fetch_set(SET, str(restored))
+    assert os.listdir(str(restored)) == []
