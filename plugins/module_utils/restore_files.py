@@ -98,6 +98,7 @@ def plan(components, restores, overwrite_all=False):
     ``components``: the set manifest's list. Returns a list of dicts with
     name, kind, src (relative), format ('tree' or 'file'), sha256, bytes,
     container (or None), path, overwrite, nested (inside an earlier target).
+    Folders come before files (a file target may lie in a restored folder).
     """
     by_name = dict((item.get("name"), item) for item in components if isinstance(item, dict))
     planned = []
@@ -119,15 +120,17 @@ def plan(components, restores, overwrite_all=False):
             raise RestoreFilesError("component %s: target path %r must be an absolute path other than /"
                                     % (name, path))
         path = posixpath.normpath(path)
-        nested = any(earlier["container"] == container and earlier["format"] == "tree"
-                     and path.startswith(earlier["path"].rstrip("/") + "/") for earlier in planned)
         planned.append({
             "name": name, "kind": item["kind"], "src": item["path"], "sha256": item.get("sha256"),
             "bytes": item.get("bytes"), "format": "tree" if item["path"].endswith(TREE_SUFFIX) else "file",
             "container": container, "path": path,
-            "overwrite": bool(wanted.get("overwrite", overwrite_all)), "nested": nested,
+            "overwrite": bool(wanted.get("overwrite", overwrite_all)),
         })
-    return planned
+    for item in planned:
+        item["nested"] = any(other is not item and other["container"] == item["container"] and other["format"] == "tree"
+                             and item["path"].startswith(other["path"].rstrip("/") + "/") for other in planned)
+    return [item for item in planned if item["format"] == "tree"] + [
+        item for item in planned if item["format"] == "file"]
 
 
 # The restore inside a throwaway container: $1 target, $2 run id, $3 tree|file, $4 yes|no (overwrite),

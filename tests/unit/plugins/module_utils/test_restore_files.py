@@ -42,8 +42,9 @@ COMPONENTS = [
 
 
 def test_plan_pairs_targets_and_marks_nested_ones():
-    planned = rf.plan(COMPONENTS, [{"name": "OMERO", "container": "srv", "path": "/OMERO/"},
-                                   {"name": "omero.config", "container": "srv", "path": "/OMERO/backup/omero.config"}])
+    # folders first, whatever order they are asked in
+    planned = rf.plan(COMPONENTS, [{"name": "omero.config", "container": "srv", "path": "/OMERO/backup/omero.config"},
+                                   {"name": "OMERO", "container": "srv", "path": "/OMERO/"}])
     assert [(item["format"], item["path"], item["nested"], item["overwrite"]) for item in planned] == [
         ("tree", "/OMERO", False, False), ("file", "/OMERO/backup/omero.config", True, False)]
     # another container, or a host path, is not nested
