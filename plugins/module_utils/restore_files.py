@@ -319,12 +319,18 @@ class RestoreFiles:
         images = self._images(engine, planned) if engine else {}
         # everything is verified and every target checked before the first one is touched
         tops = {}
+        refusals = []
         for item in planned:
-            tops[item["name"]] = verify(self.set_path, item)
-            if item["container"]:
-                _container_call(engine, item, images[item["container"]], uuid.uuid4().hex[:12], True)
-            else:
-                _host_check(item)
+            try:
+                tops[item["name"]] = verify(self.set_path, item)
+                if item["container"]:
+                    _container_call(engine, item, images[item["container"]], uuid.uuid4().hex[:12], True)
+                else:
+                    _host_check(item)
+            except RestoreFilesError as exc:
+                refusals.append(str(exc))
+        if refusals:
+            raise RestoreFilesError("; ".join(refusals))
         results = []
         for item in planned:
             result = dict((key, item[key]) for key in ("name", "kind", "container", "path", "bytes", "sha256"))
