@@ -139,6 +139,9 @@ _SCRIPT = r'''
 set -eu
 target=$1 id=$2 format=$3 overwrite=$4 check=$5
 stage="$target/.nlb-restore-$id" old="$target/.nlb-old-$id"
+for tool in tar find chown chmod stat mv; do
+    command -v $tool >/dev/null || { echo "the restore image lacks $tool: give another image (option image)" >&2; exit 4; }
+done
 if [ "$format" = file ]; then
     dir=$(dirname "$target")
     if [ -e "$target" ] || [ -L "$target" ]; then

@@ -88,6 +88,7 @@ attributes:
     description: In check mode every check runs (checksums, archives, targets) and nothing is changed.
   diff_mode:
     support: none
+    description: No diff is reported.
   idempotent:
     support: none
     description: A second run finds the targets not empty and refuses without O(overwrite).
