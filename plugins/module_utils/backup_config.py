@@ -72,6 +72,7 @@ SCHEMA = dict(
     )),
     clients=dict(type="list", elements="str", default=[]),
     client_action=dict(type="str", default="stop", choices=["stop", "pause"]),
+    clients_held_for=dict(type="str", default="run", choices=["run", "snapshot"]),
     client_stop_timeout=dict(type="int", default=60),
     compose_command=dict(type="list", elements="str", default=[]),
     metrics_file=dict(type="path"),

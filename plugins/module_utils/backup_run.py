@@ -374,14 +374,18 @@ class BackupRun:
                           self.log, state=self.state, compose_command=config["compose_command"])
         run_error = None
         stopped = None
+        restart_errors = []
         try:
             guard.check()
             # commands (e.g. omero config get --show-password) need their container running: before the clients stop
             for entry in config["container_commands"]:
                 self._container_command(backup_set, entry, engine)
+            held = time.monotonic()
             run_error = clients.hold()
             if run_error:
                 self.log(run_error, error=True)
+            elif config["clients_held_for"] == "snapshot":
+                restart_errors = self._snapshot_first(backup_set, engine, clients, held)
             else:
                 for entry in config["databases"]:
                     self._database(backup_set, entry, engine, bool(config["clients"]))
@@ -394,7 +398,7 @@ class BackupRun:
             self.log("%s: stopping the run, starting the clients again" % exc, error=True)
         finally:
             with guard.shielded():
-                restart_errors = clients.release()
+                restart_errors = restart_errors + clients.release()
                 for text in restart_errors:
                     self.log(text, error=True)
         stopped = stopped or guard.reason
@@ -492,7 +496,49 @@ class BackupRun:
                                           duration_s=round(time.monotonic() - started, 3), **details)
             raise
 
-    def _database(self, backup_set, entry, engine, clients_held):
+    def _snapshot_first(self, backup_set, engine, clients, held):
+        """Clients held only while each database's snapshot is taken and the small folders copied.
+
+        The dumps then read those snapshots (held open until they are done) with
+        the clients running again, and the binary repository (kind omero_data)
+        is copied last: OMERO writes a file before it records it, so every file
+        the snapshot references is there. Returns the errors of starting the clients.
+        """
+        config = self.config
+        with contextlib.ExitStack() as snapshots:
+            taken = {}
+            for entry in config["databases"]:
+                with self._component(backup_set, entry["name"], "database", self.timeouts["lock_wait"],
+                                     "the snapshot of %s (timeouts.lock_wait)" % entry["name"],
+                                     container=entry["container"], database=entry["database"]):
+                    pg = PgContainer(entry["container"], engine=engine.binary, user=entry["user"],
+                                     password=resolve_password(entry, self.environ))
+                    pg.engine.timeout = self.timeouts["engine_call"]
+                    taken[entry["name"]] = snapshots.enter_context(ExportedSnapshot(
+                        pg, entry["database"], timeout=self.timeouts["dump"], lock_timeout=self.timeouts["lock_wait"]))
+            for entry in config["paths"]:
+                if entry["kind"] != "omero_data":
+                    self._path(backup_set, entry)
+            for entry in config["container_paths"]:
+                if entry["kind"] != "omero_data":
+                    self._container_path(backup_set, entry, engine)
+            with self.guard.shielded():
+                errors = clients.release()
+                backup_set.manifest["clients_held_s"] = round(time.monotonic() - held, 3)
+                backup_set.save()
+            self.log("clients held for %.1f s (snapshots and small folders)" % backup_set.manifest["clients_held_s"])
+            for entry in config["databases"]:
+                if entry["name"] in taken:
+                    self._database(backup_set, entry, engine, bool(config["clients"]), snapshot=taken[entry["name"]])
+        for entry in config["paths"]:
+            if entry["kind"] == "omero_data":
+                self._path(backup_set, entry)
+        for entry in config["container_paths"]:
+            if entry["kind"] == "omero_data":
+                self._container_path(backup_set, entry, engine)
+        return errors
+
+    def _database(self, backup_set, entry, engine, clients_held, snapshot=None):
         name = entry["name"]
         since = since_now()
 
@@ -516,7 +562,10 @@ class BackupRun:
                            exclude_table_data=entry["exclude_table_data"], verify=entry["verify"],
                            lock_wait_timeout=self.timeouts["lock_wait"])
             counts = None
-            if entry["row_counts"]:
+            if snapshot is not None:  # taken while the clients were held (clients_held_for: snapshot)
+                counts = snapshot.row_counts() if entry["row_counts"] else None
+                dumped = PgDump(entry["container"], entry["database"], snapshot=snapshot.snapshot_id, **options).run()
+            elif entry["row_counts"]:
                 # counted in the snapshot the dump reads: the counts are the archive's whatever writes meanwhile
                 pg = PgContainer(entry["container"], engine=engine.binary, user=entry["user"], password=password)
                 pg.engine.timeout = self.timeouts["engine_call"]

@@ -302,7 +302,6 @@ class BackupSet:
         self.manifest["restore_test"] = dict(result)
         self.save()
 
-
     def set_offsite(self, results):
         """Record the off-host copies of this set ({target: {verified, bytes, error, ...}}) in the manifest."""
         self.manifest["offsite"] = dict(self.manifest.get("offsite") or {}, **results)

@@ -192,6 +192,17 @@ options:
     type: str
     choices: [stop, pause]
     default: stop
+  clients_held_for:
+    description:
+      - How long the clients stay stopped (or paused). V(run) - the whole run (every dump and folder).
+        V(snapshot) - only while each database's snapshot is taken and the folders that are not the binary
+        repository (kind other than V(omero_data)) are copied; the dumps then read those snapshots with the
+        clients running, and the binary repository is copied last (OMERO writes a file before it records it,
+        so every file the database references is in the copy). The time they were held is recorded in the
+        set manifest (C(clients_held_s)).
+    type: str
+    choices: [run, snapshot]
+    default: run
   client_stop_timeout:
     description: Seconds a stopping client gets before it is killed.
     type: int

@@ -51,7 +51,7 @@ def backup_host(tmp_path_factory):
         engine("exec", "-i", name, "sh", "-c", "cat > /opt/nlb/offsite_store.py", input=open(STORE).read())
         big, big_pub = keygen(keys / "big")
         small, small_pub = keygen(keys / "small")
-        unknown, _ = keygen(keys / "unknown")
+        unknown = keygen(keys / "unknown")[0]
         lines = ['command="python3 /opt/nlb/offsite_store.py %s",restrict %s' % (root, pub)
                  for root, pub in (("/srv/nlb", big_pub), ("/srv/small", small_pub))]
         engine("exec", "-i", name, "sh", "-c", "umask 077; mkdir -p /root/.ssh; cat > /root/.ssh/authorized_keys",
@@ -117,7 +117,7 @@ def test_one_run_copies_to_every_target_and_records_each_failure(pg_factory, bac
     assert offsite["nas"]["verified"] and offsite["vault"]["verified"] and offsite["vault"]["encrypted"]
     local_files = sorted(os.listdir(str(set_dir)))
     nas = tmp_path / "nas" / set_dir.name
-    assert sorted(os.listdir(str(nas))) == sorted([name for name in local_files] + ["remote-manifest.json"])
+    assert sorted(os.listdir(str(nas))) == sorted(local_files + ["remote-manifest.json"])
     for name in local_files:
         if name != "set.manifest.json":  # the local one now records the copies too
             assert (nas / name).read_bytes() == (set_dir / name).read_bytes()

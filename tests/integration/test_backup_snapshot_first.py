@@ -1,0 +1,71 @@
+"""clients_held_for: snapshot - the clients are stopped only while the snapshots are taken.
+
+A real job run with a client container that writes a row into the database
+each time it starts, a Metabase folder and a binary repository folder (kind
+omero_data). The client must be running again before the binary repository
+is copied (it is started once the snapshot exists), its new row must be in
+the database but not in the dump (the dump reads the snapshot taken while it
+was stopped), the counts recorded must be the archive's (the restore test
+compares them), and the time the clients were held is in the manifest.
+"""
+import json
+import os
+
+from harness import ENGINE, container_ip, engine, unique
+from job_cli import run_cli, state, write_config
+
+
+def test_clients_run_again_before_the_dump_and_the_repository_copy(pg_factory, tmp_path):
+    db = pg_factory(major=17, prefix="nlbtest-snap", user="omero", password="pw", database="omero")
+    db.psql("CREATE TABLE job (id bigserial PRIMARY KEY, status text);"
+            "INSERT INTO job (status) SELECT 'Finished' FROM generate_series(1, 1000);")
+    client = unique("nlbtest-snap-client")
+    url = "postgresql://omero:pw@%s/omero" % container_ip(db.name)
+    engine("run", "-d", "--name", client, "--entrypoint", "sh", db.image, "-c",
+           "psql -X '%s' -c \"INSERT INTO job (status) VALUES ('client started')\" && exec sleep infinity" % url)
+    try:
+        _run(db, client, tmp_path)
+    finally:
+        engine("rm", "-f", "-v", client, check=False)
+
+
+def _wait_rows(db, status, count):
+    for _attempt in range(100):
+        if db.query("SELECT count(*) FROM job WHERE status = '%s'" % status) == str(count):
+            return
+        engine("exec", db.name, "sleep", "0.1")
+    raise AssertionError("the client did not write its row")
+
+
+def _run(db, client, tmp_path):
+    _wait_rows(db, "client started", 1)
+    os.chmod(str(tmp_path), 0o700)
+    (tmp_path / "metabase").mkdir()
+    (tmp_path / "metabase" / "metabase.db.mv.db").write_bytes(b"h2" * 1000)
+    (tmp_path / "OMERO" / "ManagedRepository").mkdir(parents=True)
+    (tmp_path / "OMERO" / "ManagedRepository" / "image.tif").write_bytes(os.urandom(32 << 20))
+    config = {
+        "backup_dir": str(tmp_path / "backups"),
+        "databases": [{"name": "omero", "container": db.name, "database": "omero", "user": "omero", "password": "pw"}],
+        "paths": [{"name": "metabase", "path": str(tmp_path / "metabase"), "kind": "metabase"},
+                  {"name": "OMERO", "path": str(tmp_path / "OMERO"), "kind": "omero_data"}],
+        "clients": [client],
+        "client_stop_timeout": 1,
+        "clients_held_for": "snapshot",
+        "restore_test": True,
+        "engine": ENGINE,
+    }
+    proc = run_cli(write_config(str(tmp_path / "c.json"), config))
+    assert proc.returncode == 0, proc.stderr
+    _wait_rows(db, "client started", 2)  # it ran again
+    set_dir = tmp_path / "backups" / sorted(n for n in os.listdir(str(tmp_path / "backups")) if not n.startswith("."))[-1]
+    manifest = json.loads((set_dir / "set.manifest.json").read_text())
+    assert manifest["complete"] and manifest["restore_test"]["restorable"]
+    omero = next(item for item in manifest["components"] if item["name"] == "omero")
+    assert omero["row_counts"]["public.job"] == 1001  # the snapshot: the client's second row came after it
+    assert 0 < manifest["clients_held_s"] < manifest["duration_s"]
+    log = proc.stdout + proc.stderr
+    assert log.index("started client container %s" % client) < log.index("omero: dumped")
+    assert log.index("started client container %s" % client) < log.index("OMERO: archived")
+    assert log.index("metabase: archived") < log.index("started client container %s" % client)
+    assert state(client)["Running"]
