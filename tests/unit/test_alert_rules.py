@@ -23,7 +23,7 @@ RULE_TESTS = os.path.join(RULES_DIR, "nl-biomero-database.tests.yml")
 EXPORTER_NAMES = os.path.join(HERE, "fixtures", "exporter_metric_names.txt")
 WANTED_ALERTS = {"NlbDatabaseDown", "NlbDatabaseConnectionsHigh", "NlbDatabaseLongTransaction",
                  "NlbReplicationSlotInactive", "NlbReplicationSlotLag", "NlbBackupTooOld", "NlbBackupRunFailed",
-                 "NlbRestoreTestFailing"}
+                 "NlbRestoreTestFailing", "NlbBackupOffsiteCopyFailed"}
 
 
 def rules():
