@@ -67,23 +67,35 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
+def tree_digest(entries):
+    """sha256 of a directory from ``(relative path, file sha256 or None, symlink target or None)`` entries."""
+    lines = ["%s -> %s\n" % (relative, link) if link is not None else "%s  %s\n" % (relative, digest)
+             for relative, digest, link in entries]
+    return hashlib.sha256("".join(sorted(lines)).encode("utf-8")).hexdigest()
+
+
 def sha256_path(path):
-    """sha256 of a file, or of a directory: hash over sorted 'relative path  file sha256' lines."""
+    """sha256 of a file, or of a directory: hash over sorted 'relative path  file sha256' lines (a symlink by its
+    target, never followed)."""
     if not os.path.isdir(path):
         return sha256_file(path)
-    lines = []
+    entries = []
     for root, dirs, files in os.walk(path):
-        dirs.sort()
-        for name in sorted(files):
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
             full = os.path.join(root, name)
-            lines.append("%s  %s\n" % (os.path.relpath(full, path), sha256_file(full)))
-    return hashlib.sha256("".join(sorted(lines)).encode("utf-8")).hexdigest()
+            relative = os.path.relpath(full, path)
+            if os.path.islink(full):
+                entries.append((relative, None, os.readlink(full)))
+            else:
+                entries.append((relative, sha256_file(full), None))
+    return tree_digest(entries)
 
 
 def size_of(path):
     if not os.path.isdir(path):
         return os.path.getsize(path)
-    return sum(os.path.getsize(os.path.join(root, name)) for root, _dirs, files in os.walk(path) for name in files)
+    return sum(os.lstat(os.path.join(root, name)).st_size for root, _dirs, files in os.walk(path) for name in files
+               if not os.path.islink(os.path.join(root, name)))
 
 
 def fsync_path(path):

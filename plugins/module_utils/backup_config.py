@@ -57,6 +57,7 @@ SCHEMA = dict(
         name=dict(type="str"),
         path=dict(type="path", required=True),
         kind=dict(type="str", default="other", choices=_KINDS),
+        incremental=dict(type="bool", default=False),
     )),
     container_paths=dict(type="list", elements="dict", default=[], options=dict(
         name=dict(type="str"),

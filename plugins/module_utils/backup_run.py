@@ -57,7 +57,7 @@ import tarfile
 import time
 import uuid
 
-from ansible_collections.nl_biomero.database.plugins.module_utils import archive
+from ansible_collections.nl_biomero.database.plugins.module_utils import archive, file_snapshot
 from ansible_collections.nl_biomero.database.plugins.module_utils.backup_config import (
     BackupRunError,
     expected_components,
@@ -74,6 +74,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.backup_set imp
     BackupSet,
     BackupSetError,
     apply_retention,
+    read_set_manifest,
 )
 from ansible_collections.nl_biomero.database.plugins.module_utils.compose import ClientControl
 from ansible_collections.nl_biomero.database.plugins.module_utils.dump import PgDump
@@ -298,6 +299,27 @@ def _copy_out_gz(engine, container, path, dest, timeout=None):
 
 # What a failed component's error is recorded as, by exception: any of these fails that component only.
 _COMPONENT_ERRORS = (NlbError, OSError, ValueError, tarfile.TarError, TimedOut)
+
+
+def previous_snapshot(backup_dir, current, name):
+    """The newest earlier set's snapshot of component ``name`` (folder, index), or (None, None)."""
+    for set_name in sorted(os.listdir(backup_dir), reverse=True):
+        if set_name == current or set_name.startswith("."):
+            continue
+        path = os.path.join(backup_dir, set_name)
+        try:
+            manifest = read_set_manifest(path)
+        except (OSError, ValueError):
+            continue
+        item = next((comp for comp in (manifest or {}).get("components", [])
+                     if comp.get("name") == name and comp.get("outcome") == "ok" and comp.get("format") == "snapshot"),
+                    None)
+        if item:
+            try:
+                return os.path.join(path, item["path"]), file_snapshot.read_index(os.path.join(path, item["index"]))
+            except file_snapshot.SnapshotError:
+                continue
+    return None, None
 
 
 class BackupRun:
@@ -593,11 +615,29 @@ class BackupRun:
             started = time.monotonic()
             if not os.path.exists(entry["path"]):
                 raise BackupRunError("%s does not exist" % entry["path"])
+            if entry["incremental"]:
+                self._snapshot_path(backup_set, entry, started)
+                return
             dest = backup_set.file_path("%s.tar.gz" % name)
             _tar_path(entry["path"], dest)
             backup_set.record_component(name, entry["kind"], path=dest, duration_s=round(time.monotonic() - started, 3),
                                         source=entry["path"])
             self.log("%s: archived %s" % (name, entry["path"]))
+
+    def _snapshot_path(self, backup_set, entry, started):
+        """A host folder as a hard-linked snapshot beside the previous set's (file_snapshot.py)."""
+        name = entry["name"]
+        previous, previous_index = previous_snapshot(self.config["backup_dir"], backup_set.name, name)
+        index, stats = file_snapshot.make_snapshot(entry["path"], backup_set.file_path(name), previous, previous_index)
+        file_snapshot.write_index(backup_set.file_path(name + file_snapshot.INDEX_SUFFIX), index)
+        backup_set.record_component(name, entry["kind"], path=backup_set.file_path(name),
+                                    size=file_snapshot.index_bytes(index), sha256=file_snapshot.index_sha256(index),
+                                    duration_s=round(time.monotonic() - started, 3), source=entry["path"],
+                                    format="snapshot", index=name + file_snapshot.INDEX_SUFFIX,
+                                    previous=os.path.basename(os.path.dirname(previous)) if previous else None, **stats)
+        self.log("%s: snapshot of %s, %d of %d files copied (%d bytes), %d linked to the previous set"
+                 % (name, entry["path"], stats["copied_files"], stats["files"], stats["copied_bytes"],
+                    stats["linked_files"]))
 
     def _container_command(self, backup_set, entry, engine):
         """stdout of a command in a container into ``<name>.txt`` (0600; it may hold passwords, never logged)."""

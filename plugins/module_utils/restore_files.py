@@ -33,13 +33,14 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import gzip
 import os
 import posixpath
 import tarfile
 import time
 import uuid
 
-from ansible_collections.nl_biomero.database.plugins.module_utils import archive
+from ansible_collections.nl_biomero.database.plugins.module_utils import archive, file_snapshot
 from ansible_collections.nl_biomero.database.plugins.module_utils.backup_set import BackupSet, BackupSetError
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import ContainerEngine, stream
 from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
@@ -122,14 +123,16 @@ def plan(components, restores, overwrite_all=False):
         path = posixpath.normpath(path)
         planned.append({
             "name": name, "kind": item["kind"], "src": item["path"], "sha256": item.get("sha256"),
-            "bytes": item.get("bytes"), "format": "tree" if item["path"].endswith(TREE_SUFFIX) else "file",
+            "bytes": item.get("bytes"), "index": item.get("index"),
+            "format": "snapshot" if item.get("format") == "snapshot"
+                      else "tree" if item["path"].endswith(TREE_SUFFIX) else "file",
             "container": container, "path": path,
             "overwrite": bool(wanted.get("overwrite", overwrite_all)),
         })
     for item in planned:
-        item["nested"] = any(other is not item and other["container"] == item["container"] and other["format"] == "tree"
+        item["nested"] = any(other is not item and other["container"] == item["container"] and other["format"] != "file"
                              and item["path"].startswith(other["path"].rstrip("/") + "/") for other in planned)
-    return [item for item in planned if item["format"] == "tree"] + [
+    return [item for item in planned if item["format"] != "file"] + [
         item for item in planned if item["format"] == "file"]
 
 
@@ -208,6 +211,8 @@ def verify(set_path, item):
         full = backup_set.file_path(item["src"])
     except BackupSetError as exc:
         raise RestoreFilesError("component %s: %s" % (item["name"], exc))
+    if item["format"] == "snapshot":
+        return _verify_snapshot(backup_set, item, full)
     if not os.path.isfile(full):
         raise RestoreFilesError("component %s: %s is missing from the set" % (item["name"], full))
     if item["bytes"] is not None and os.path.getsize(full) != item["bytes"]:
@@ -222,6 +227,32 @@ def verify(set_path, item):
         return archive_top(_members(full))
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise RestoreFilesError("component %s: %s is not a readable tar.gz: %s" % (item["name"], full, exc))
+
+
+def _verify_snapshot(backup_set, item, full):
+    """Every file of a hard-linked snapshot read back against its index, the index against the manifest."""
+    try:
+        index = file_snapshot.read_index(backup_set.file_path(item["index"] or ""))
+    except (file_snapshot.SnapshotError, BackupSetError) as exc:
+        raise RestoreFilesError("component %s: %s" % (item["name"], exc))
+    if not os.path.isdir(full) or file_snapshot.index_sha256(index) != item["sha256"]:
+        raise RestoreFilesError("component %s: the snapshot %s or its index differs from the set manifest's: the "
+                                "set is damaged or was changed" % (item["name"], full))
+    problems = file_snapshot.verify(full, index)
+    if problems:
+        raise RestoreFilesError("component %s: the snapshot %s is damaged: %s"
+                                % (item["name"], full, "; ".join(problems[:5])))
+    return os.path.basename(full)
+
+
+def _tar_writer(folder):
+    """Writes ``folder`` as a gzip tar (top entry: its name) into a pipe: a snapshot streamed to a container."""
+    def write(pipe):
+        # gzip level 1: the container side reads gzip; the data (images) hardly compresses
+        with gzip.GzipFile(fileobj=pipe, mode="wb", compresslevel=1) as packed:
+            with tarfile.open(fileobj=packed, mode="w|") as tar:
+                tar.add(folder, arcname=os.path.basename(folder))
+    return write
 
 
 def _host_check(item):
@@ -247,9 +278,12 @@ def _host_restore(src, item, top):
     stage = os.path.join(parent, "%s%s-%s" % (STAGE, os.path.basename(path), uuid.uuid4().hex[:12]))
     os.mkdir(stage, 0o700)
     try:
-        with tarfile.open(src, "r:gz") as tar:
-            options = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
-            tar.extractall(stage, numeric_owner=True, **options)  # members checked by archive_top
+        if item["format"] == "snapshot":  # a plain copy with owners, modes and times
+            file_snapshot.make_snapshot(src, os.path.join(stage, top))
+        else:
+            with tarfile.open(src, "r:gz") as tar:
+                options = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+                tar.extractall(stage, numeric_owner=True, **options)  # members checked by archive_top
         _host_check(item)
         archive.fsync_path(os.path.join(stage, top))
         archive.place(os.path.join(stage, top), path, force=True)
@@ -259,7 +293,8 @@ def _host_restore(src, item, top):
 
 def _container_call(engine, item, image, run_id, check, src=None, timeout=None):
     name = "nlb-restorefiles-%s" % run_id
-    argv = engine.throwaway_argv(image, ["-c", _SCRIPT, "sh", item["path"], run_id, item["format"],
+    argv = engine.throwaway_argv(image, ["-c", _SCRIPT, "sh", item["path"], run_id,
+                                         "file" if item["format"] == "file" else "tree",
                                          "yes" if item["overwrite"] or item["nested"] else "no",
                                          "yes" if check else "no"],
                                  purpose=PURPOSE, name=name, user="0", entrypoint="sh",
@@ -344,7 +379,7 @@ class RestoreFiles:
             src = os.path.join(self.set_path, item["src"])
             if item["container"]:
                 _container_call(engine, item, images[item["container"]], uuid.uuid4().hex[:12], False,
-                                src=src, timeout=self.timeout)
+                                src=_tar_writer(src) if item["format"] == "snapshot" else src, timeout=self.timeout)
             else:
                 _host_restore(src, item, tops[item["name"]])
             result["duration_s"] = round(time.monotonic() - started, 3)

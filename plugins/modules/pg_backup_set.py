@@ -131,6 +131,14 @@ options:
         type: str
         choices: [omero_data, omero_config, metabase, other]
         default: other
+      incremental:
+        description:
+          - Keep the folder as a hard-linked snapshot C(<name>/) (with its index C(<name>.files.json)) instead of
+            a C(.tar.gz) - files unchanged since the previous set's snapshot (same size and modification time)
+            are hard links to it, only new and changed files are copied and hashed. For OMERO's binary
+            repository, in the same file system as the backup directory's sets.
+        type: bool
+        default: false
   container_paths:
     description:
       - Folders inside containers (e.g. the OMERO binary repository C(/OMERO) of the OMERO.server

@@ -7,11 +7,19 @@ is copied (it is started once the snapshot exists), its new row must be in
 the database but not in the dump (the dump reads the snapshot taken while it
 was stopped), the counts recorded must be the archive's (the restore test
 compares them), and the time the clients were held is in the manifest.
+
+The binary repository is kept incrementally (``incremental: true``): the
+second night copies only the new file and hard-links the rest to the first
+night's snapshot, and that snapshot restores (pg_restore_files) into a host
+folder and into a container's volume equal to the source.
 """
 import json
 import os
+import subprocess
 
-from harness import ENGINE, container_ip, engine, unique
+import time
+
+from harness import ENGINE, container_ip, engine, run_module, unique
 from job_cli import run_cli, state, write_config
 
 
@@ -48,7 +56,7 @@ def _run(db, client, tmp_path):
         "backup_dir": str(tmp_path / "backups"),
         "databases": [{"name": "omero", "container": db.name, "database": "omero", "user": "omero", "password": "pw"}],
         "paths": [{"name": "metabase", "path": str(tmp_path / "metabase"), "kind": "metabase"},
-                  {"name": "OMERO", "path": str(tmp_path / "OMERO"), "kind": "omero_data"}],
+                  {"name": "OMERO", "path": str(tmp_path / "OMERO"), "kind": "omero_data", "incremental": True}],
         "clients": [client],
         "client_stop_timeout": 1,
         "clients_held_for": "snapshot",
@@ -66,6 +74,40 @@ def _run(db, client, tmp_path):
     assert 0 < manifest["clients_held_s"] < manifest["duration_s"]
     log = proc.stdout + proc.stderr
     assert log.index("started client container %s" % client) < log.index("omero: dumped")
-    assert log.index("started client container %s" % client) < log.index("OMERO: archived")
+    assert log.index("started client container %s" % client) < log.index("OMERO: snapshot of")
     assert log.index("metabase: archived") < log.index("started client container %s" % client)
     assert state(client)["Running"]
+
+    # the second night: one new file; the rest hard links to the first night's copy
+    (tmp_path / "OMERO" / "ManagedRepository" / "new.tif").write_bytes(os.urandom(1 << 20))
+    time.sleep(1.1)  # sets are named by the second
+    second = run_cli(write_config(str(tmp_path / "c.json"), dict(config, restore_test=False)))
+    assert second.returncode == 0, second.stderr
+    night2 = tmp_path / "backups" / sorted(n for n in os.listdir(str(tmp_path / "backups")) if not n.startswith("."))[-1]
+    omero_files = next(item for item in json.loads((night2 / "set.manifest.json").read_text())["components"]
+                       if item["name"] == "OMERO")
+    assert (omero_files["copied_files"], omero_files["copied_bytes"], omero_files["linked_files"]) == (1, 1 << 20, 1)
+    assert omero_files["previous"] == set_dir.name
+    image = os.path.join("OMERO", "ManagedRepository", "image.tif")
+    assert os.stat(str(set_dir / image)).st_ino == os.stat(str(night2 / image)).st_ino
+    # the second night's snapshot restores on its own: into a host folder and into a container's volume
+    volume_holder = unique("nlbtest-snap-omero")
+    engine("run", "-d", "--name", volume_holder, "-v", volume_holder + ":/OMERO", "--entrypoint", "sleep", db.image,
+           "infinity")
+    try:
+        restored = run_module("nl_biomero.database.pg_restore_files", {
+            "set": str(night2), "engine": ENGINE,
+            "restores": [{"name": "OMERO", "path": str(tmp_path / "fresh" / "OMERO")}]})
+        assert not restored.get("failed"), restored
+        assert sorted(os.listdir(str(tmp_path / "fresh" / "OMERO" / "ManagedRepository"))) == ["image.tif", "new.tif"]
+        assert (tmp_path / "fresh" / image).read_bytes() == (tmp_path / image).read_bytes()
+        into = run_module("nl_biomero.database.pg_restore_files", {
+            "set": str(night2), "engine": ENGINE,
+            "restores": [{"name": "OMERO", "path": "/OMERO", "container": volume_holder}]})
+        assert not into.get("failed"), into
+        listed = engine("exec", volume_holder, "sh", "-c", "cd /OMERO && sha256sum ManagedRepository/*").stdout
+        assert listed == subprocess.run(["sh", "-c", "cd '%s' && sha256sum ManagedRepository/*" % (tmp_path / "OMERO")],
+                                        capture_output=True, text=True, check=True).stdout
+    finally:
+        engine("rm", "-f", "-v", volume_holder, check=False)
+        engine("volume", "rm", "-f", volume_holder, check=False)
