@@ -1,0 +1,178 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, NL-BIOMERO database maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The engine_* actions' argument mapping (pure: no I/O).
+
+The roles describe containers, volumes, networks and execs once, in the
+argument shape of community.docker's modules. For ``engine: docker`` the
+arguments go to community.docker unchanged (except the relabel of bind mounts,
+which Docker only takes in ``volumes`` strings); for ``engine: podman`` they are
+mapped here onto containers.podman's modules. An argument podman cannot honour
+is an error naming it, raised before anything runs.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import shlex
+import signal
+
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
+
+RELABELS = ("", "z", "Z")
+
+DOCKER = {
+    "container": "community.docker.docker_container",
+    "volume": "community.docker.docker_volume",
+    "network": "community.docker.docker_network",
+    "container_info": "community.docker.docker_container_info",
+    "exec": "community.docker.docker_container_exec",
+}
+PODMAN = {
+    "container": "containers.podman.podman_container",
+    "volume": "containers.podman.podman_volume",
+    "network": "containers.podman.podman_network",
+    "container_info": "containers.podman.podman_container_info",
+    "exec": "containers.podman.podman_container_exec",
+}
+
+# community.docker argument -> containers.podman argument, where only the name differs.
+_CONTAINER_RENAMES = {
+    "name": "name", "image": "image", "command": "command", "env": "env", "labels": "label",
+    "published_ports": "publish", "shm_size": "shm_size", "memory": "memory", "restart_policy": "restart_policy",
+    "stop_timeout": "stop_timeout", "runtime": "runtime", "user": "user", "entrypoint": "entrypoint",
+    "detach": "detach", "working_dir": "workdir", "hostname": "hostname",
+}
+# Arguments that mean the same to both engines' modules and that the mapping handles itself.
+_CONTAINER_HANDLED = ("state", "mounts", "volumes", "networks", "network_mode", "healthcheck", "cpus",
+                      "stop_signal", "ulimits", "auto_remove", "keep_volumes", "recreate", "pull", "comparisons",
+                      "container_default_behavior", "force_kill", "networks_cli_compatible", "output_logs")
+_STATES = {"started": "started", "stopped": "stopped", "present": "present", "absent": "absent"}
+
+
+class EngineArgsError(NlbError):
+    """Arguments that the chosen engine cannot honour."""
+
+
+def _refuse(what, names, engine="podman"):
+    if names:
+        raise EngineArgsError("%s: argument(s) %s cannot be honoured with engine %s; accepted: %s"
+                              % (what, ", ".join(sorted(names)), engine, ", ".join(sorted(_accepted(what)))))
+
+
+def _accepted(what):
+    if what == "engine_container":
+        return set(_CONTAINER_RENAMES) | set(_CONTAINER_HANDLED)
+    return set()
+
+
+def relabel_of(mount):
+    """A mount's SELinux relabel ('' | z | Z); anything else is an error naming it."""
+    value = mount.get("relabel") or ""
+    if value not in RELABELS:
+        raise EngineArgsError("mount %s: relabel '%s' is not one of: '', z, Z" % (mount.get("target"), value))
+    if value and mount.get("type", "volume") != "bind":
+        raise EngineArgsError("mount %s: relabel applies to bind mounts only" % mount.get("target"))
+    return value
+
+
+def volume_string(mount):
+    """``source:target[:options]`` of a mount (the -v form both engines read; carries ro and z/Z)."""
+    options = [opt for opt in ("ro" if mount.get("read_only") else "", relabel_of(mount)) if opt]
+    text = "%s:%s" % (mount["source"], mount["target"])
+    return text + (":" + ",".join(options) if options else "")
+
+
+def docker_container(args):
+    """community.docker.docker_container arguments: the same, with relabelled binds moved to ``volumes``."""
+    args = dict(args)
+    mounts = args.pop("mounts", None)
+    if mounts is not None:
+        plain = [dict((k, v) for k, v in m.items() if k != "relabel") for m in mounts if not relabel_of(m)]
+        labelled = [volume_string(m) for m in mounts if relabel_of(m)]
+        args["mounts"] = plain
+        if labelled:
+            args["volumes"] = list(args.get("volumes") or []) + labelled
+    return args
+
+
+def _ulimit(text):
+    """docker's ``nofile:soft:hard`` -> podman's ``nofile=soft:hard``."""
+    name, _sep, values = str(text).partition(":")
+    if not values:
+        raise EngineArgsError("ulimit '%s' is not of the form name:soft[:hard]" % text)
+    return "%s=%s" % (name, values)
+
+
+def _signal(value):
+    if isinstance(value, int) or str(value).isdigit():
+        return int(value)
+    name = str(value).upper()
+    number = getattr(signal, name if name.startswith("SIG") else "SIG" + name, None)
+    if number is None:
+        raise EngineArgsError("stop_signal '%s' is not a signal name or number" % value)
+    return int(number)
+
+
+def _healthcheck(health, out):
+    test = health.get("test")
+    if isinstance(test, (list, tuple)):
+        if test[0] == "CMD":
+            test = " ".join(shlex.quote(str(part)) for part in test[1:])
+        elif test[0] == "CMD-SHELL":
+            test = test[1]
+        else:
+            raise EngineArgsError("healthcheck test must start with CMD or CMD-SHELL, got '%s'" % test[0])
+    # podman 4 reads a string (never an array) as the command, run by /bin/sh -c.
+    out["healthcheck"] = test
+    for key in ("interval", "timeout", "retries", "start_period"):
+        if health.get(key) not in (None, ""):
+            out["healthcheck_" + key] = str(health[key])
+
+
+def podman_container(args):
+    """containers.podman.podman_container arguments for docker_container ``args``."""
+    args = dict((k, v) for k, v in args.items() if v is not None)
+    _refuse("engine_container", [k for k in args if k not in _CONTAINER_RENAMES and k not in _CONTAINER_HANDLED])
+    out = dict((_CONTAINER_RENAMES[k], v) for k, v in args.items() if k in _CONTAINER_RENAMES)
+    state = args.get("state", "started")
+    if state not in _STATES:
+        raise EngineArgsError("state '%s' is not one of: %s" % (state, ", ".join(sorted(_STATES))))
+    out["state"] = _STATES[state]
+    if state == "absent":
+        return dict(name=out["name"], state="absent", **({"stop_timeout": out["stop_timeout"]}
+                                                        if "stop_timeout" in out else {}))
+    volumes = [volume_string(m) for m in args.get("mounts") or []] + list(args.get("volumes") or [])
+    if volumes:
+        out["volume"] = volumes
+    networks = [n["name"] for n in args.get("networks") or []]
+    if args.get("network_mode") and args["network_mode"] not in networks:
+        networks.insert(0, args["network_mode"])
+    if networks:
+        out["network"] = networks
+    aliases = sorted(set(a for n in args.get("networks") or [] for a in n.get("aliases") or []))
+    if aliases:
+        out["network_aliases"] = aliases
+    if args.get("healthcheck"):
+        _healthcheck(args["healthcheck"], out)
+    if args.get("cpus"):
+        out["cpus"] = str(args["cpus"])
+    if args.get("stop_signal") is not None:
+        out["stop_signal"] = _signal(args["stop_signal"])
+    if args.get("ulimits"):
+        out["ulimit"] = [_ulimit(u) for u in args["ulimits"]]
+    if args.get("recreate"):
+        out["recreate"] = True
+    if args.get("auto_remove"):
+        out["rm"] = True
+    return out
+
+
+def module_for(engine, kind, args):
+    """(module name, arguments) of the ``kind`` action (container, volume, ...) on ``engine``."""
+    if engine not in ("docker", "podman"):
+        raise EngineArgsError("engine '%s' is not supported; use one of: auto, docker, podman" % engine)
+    if kind == "container":
+        return (DOCKER[kind], docker_container(args)) if engine == "docker" else (PODMAN[kind], podman_container(args))
+    raise EngineArgsError("unknown engine action '%s'" % kind)
