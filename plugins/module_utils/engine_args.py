@@ -15,6 +15,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import re
 import shlex
 import signal
 
@@ -166,13 +167,132 @@ def podman_container(args):
         out["recreate"] = True
     if args.get("auto_remove"):
         out["rm"] = True
+    pull = args.get("pull")
+    if pull not in (None, False, ""):
+        out["pull"] = "always" if pull is True else str(pull)
     return out
+
+
+def podman_volume(args):
+    """containers.podman.podman_volume arguments for docker_volume ``args`` (name, state, labels)."""
+    _refuse_other("engine_volume", args, ("name", "state", "labels", "volume_name"))
+    out = {"name": args.get("name") or args.get("volume_name"), "state": args.get("state") or "present"}
+    if args.get("labels"):
+        out["label"] = dict(args["labels"])
+    return out
+
+
+def podman_network(args):
+    """containers.podman.podman_network arguments for docker_network ``args`` (name, state)."""
+    _refuse_other("engine_network", args, ("name", "state"))
+    return {"name": args["name"], "state": args.get("state") or "present"}
+
+
+def podman_exec(args):
+    """containers.podman.podman_container_exec arguments for docker_container_exec ``args``."""
+    _refuse_other("engine_exec", args, ("container", "argv", "command", "env", "user", "chdir"))
+    out = {"name": args["container"]}
+    for theirs, ours in (("argv", "argv"), ("command", "command"), ("env", "env"), ("user", "user"),
+                         ("chdir", "workdir")):
+        if args.get(theirs) is not None:
+            out[ours] = args[theirs]
+    return out
+
+
+def podman_image_pull(args):
+    """containers.podman.podman_image arguments for docker_image_pull ``args`` (pull only when missing)."""
+    _refuse_other("engine_image_pull", args, ("name", "pull", "tag"))
+    if (args.get("pull") or "not_present") != "not_present":
+        raise EngineArgsError("engine_image_pull: pull '%s' cannot be honoured with engine podman; accepted: "
+                              "not_present" % args["pull"])
+    name = args["name"] + (":" + args["tag"] if args.get("tag") else "")
+    return {"name": name, "state": "present"}
+
+
+def _refuse_other(what, args, accepted):
+    unknown = sorted(k for k, v in args.items() if k not in accepted and v is not None)
+    if unknown:
+        raise EngineArgsError("%s: argument(s) %s cannot be honoured with engine podman; accepted: %s"
+                              % (what, ", ".join(unknown), ", ".join(sorted(accepted))))
+
+
+_PODMAN_MAPPERS = {
+    "container": podman_container, "volume": podman_volume, "network": podman_network, "exec": podman_exec,
+    "image_pull": podman_image_pull,
+}
 
 
 def module_for(engine, kind, args):
     """(module name, arguments) of the ``kind`` action (container, volume, ...) on ``engine``."""
     if engine not in ("docker", "podman"):
         raise EngineArgsError("engine '%s' is not supported; use one of: auto, docker, podman" % engine)
-    if kind == "container":
-        return (DOCKER[kind], docker_container(args)) if engine == "docker" else (PODMAN[kind], podman_container(args))
-    raise EngineArgsError("unknown engine action '%s'" % kind)
+    if kind not in _PODMAN_MAPPERS:
+        raise EngineArgsError("unknown engine action '%s'" % kind)
+    if engine == "docker":
+        return DOCKER[kind], (docker_container(args) if kind == "container" else dict(args))
+    return PODMAN[kind], _PODMAN_MAPPERS[kind](args)
+
+
+# ---- engine_host_info: podman's inspect output in docker_host_info's list shape -------------------
+
+_PODMAN_STATES = {"configured": "created", "stopped": "exited", "stopping": "running"}
+
+
+def podman_listed(inspected):
+    """docker_host_info ``containers`` (verbose) entries for ``podman container inspect`` dicts.
+
+    Only the keys the roles read: Id, Names, Image, State, Status (with docker's
+    "(healthy)" suffix), Labels.
+    """
+    listed = []
+    for item in inspected or []:
+        state_info = item.get("State") or {}
+        state = state_info.get("Status") or ""
+        state = _PODMAN_STATES.get(state, state)
+        health = ((state_info.get("Health") or state_info.get("Healthcheck") or {}).get("Status") or "")
+        status = {"running": "Up", "created": "Created", "exited": "Exited (%s)" % state_info.get("ExitCode", 0),
+                  "paused": "Up (Paused)"}.get(state, state.capitalize())
+        if health and state == "running":
+            status += " (%s)" % ("health: starting" if health == "starting" else health)
+        config = item.get("Config") or {}
+        listed.append({
+            "Id": item.get("Id") or "",
+            "Names": ["/" + (item.get("Name") or "").lstrip("/")],
+            "Image": item.get("ImageName") or config.get("Image") or "",
+            "State": state,
+            "Status": status,
+            "Labels": dict(config.get("Labels") or {}),
+        })
+    return listed
+
+
+def filter_listed(listed, filters):
+    """docker's container filters ``name`` (regular expressions) and ``label`` (key or key=value)."""
+    filters = filters or {}
+    names = _as_list(filters.get("name"))
+    labels = _as_list(filters.get("label"))
+    kept = []
+    for container in listed:
+        name = container["Names"][0]
+        if names and not any(re.search(pattern, name) or re.search(pattern, name.lstrip("/")) for pattern in names):
+            continue
+        if not all(_label_matches(container["Labels"], wanted) for wanted in labels):
+            continue
+        kept.append(container)
+    return kept
+
+
+def _label_matches(have, wanted):
+    key, sep, value = str(wanted).partition("=")
+    return key in have and (not sep or have[key] == value)
+
+
+def _as_list(value):
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def unknown_filters(filters):
+    """The container filters podman's mapping does not know (an error names them)."""
+    return sorted(k for k in (filters or {}) if k not in ("name", "label"))

@@ -27,7 +27,6 @@ options:
   docker_host:
     description: The Docker API endpoint (engine docker only).
     type: str
-extends_documentation_fragment: []
 attributes:
   check_mode:
     support: full
