@@ -27,15 +27,15 @@ DOCKER = {
     "container": "community.docker.docker_container",
     "volume": "community.docker.docker_volume",
     "network": "community.docker.docker_network",
-    "container_info": "community.docker.docker_container_info",
     "exec": "community.docker.docker_container_exec",
+    "image_pull": "community.docker.docker_image_pull",
 }
 PODMAN = {
     "container": "containers.podman.podman_container",
     "volume": "containers.podman.podman_volume",
     "network": "containers.podman.podman_network",
-    "container_info": "containers.podman.podman_container_info",
     "exec": "containers.podman.podman_container_exec",
+    "image_pull": "containers.podman.podman_image",
 }
 
 # community.docker argument -> containers.podman argument, where only the name differs.

@@ -12,7 +12,7 @@ module: engine_exec
 short_description: A command in a running container on Docker or Podman
 description:
   - An action plugin. With O(engine=docker) it runs M(community.docker.docker_container_exec) with the task's arguments; with
-    O(engine=podman) it maps them onto containers.podman.podman_container_exec (the arguments it maps: container, argv, command, env, user and chdir).
+    O(engine=podman) it maps them onto containers.podman.podman_container_exec (it maps container, argv, command, env, user and chdir).
   - The engine is resolved on the target; C(auto) picks docker when both CLIs exist.
   - An argument podman cannot honour fails the task, naming it, before anything runs.
 version_added: 1.0.0

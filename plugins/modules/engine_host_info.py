@@ -12,7 +12,7 @@ module: engine_host_info
 short_description: Containers, volumes and networks of Docker or Podman, in docker_host_info's shape
 description:
   - An action plugin. With O(engine=docker) it runs M(community.docker.docker_host_info) with the task's arguments; with
-    O(engine=podman) it maps them onto containers.podman.podman_container_info, podman_volume_info and podman_network_info (the arguments it maps: containers, containers_all, containers_filters (name, label), verbose_output, volumes and networks).
+    O(engine=podman) it maps them onto containers.podman.podman_container_info, podman_volume_info and podman_network_info (it maps containers, containers_all, containers_filters (name, label), verbose_output, volumes and networks).
   - The engine is resolved on the target; C(auto) picks docker when both CLIs exist.
   - An argument podman cannot honour fails the task, naming it, before anything runs.
 version_added: 1.0.0
@@ -28,7 +28,7 @@ options:
     type: str
   run_healthchecks:
     description:
-      - Podman only: run C(podman healthcheck run) once on each listed running container that is not yet
+      - Podman only, runs C(podman healthcheck run) once on each listed running container that is not yet
         healthy before reading the state (podman runs health checks from systemd timers; a host without
         systemd never runs them). Docker runs its own.
     type: bool

@@ -12,7 +12,7 @@ module: engine_image_pull
 short_description: An image present on Docker or Podman (pulled when missing)
 description:
   - An action plugin. With O(engine=docker) it runs M(community.docker.docker_image_pull) with the task's arguments; with
-    O(engine=podman) it maps them onto containers.podman.podman_image (the arguments it maps: name, tag and pull=not_present).
+    O(engine=podman) it maps them onto containers.podman.podman_image (it maps name, tag and pull=not_present).
   - The engine is resolved on the target; C(auto) picks docker when both CLIs exist.
   - An argument podman cannot honour fails the task, naming it, before anything runs.
 version_added: 1.0.0

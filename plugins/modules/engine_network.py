@@ -12,7 +12,7 @@ module: engine_network
 short_description: A network on Docker or Podman
 description:
   - An action plugin. With O(engine=docker) it runs M(community.docker.docker_network) with the task's arguments; with
-    O(engine=podman) it maps them onto containers.podman.podman_network (the arguments it maps: name and state).
+    O(engine=podman) it maps them onto containers.podman.podman_network (it maps name and state).
   - The engine is resolved on the target; C(auto) picks docker when both CLIs exist.
   - An argument podman cannot honour fails the task, naming it, before anything runs.
 version_added: 1.0.0

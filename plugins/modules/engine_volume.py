@@ -12,7 +12,7 @@ module: engine_volume
 short_description: A named volume on Docker or Podman
 description:
   - An action plugin. With O(engine=docker) it runs M(community.docker.docker_volume) with the task's arguments; with
-    O(engine=podman) it maps them onto containers.podman.podman_volume (the arguments it maps: name, state and labels).
+    O(engine=podman) it maps them onto containers.podman.podman_volume (it maps name, state and labels).
   - The engine is resolved on the target; C(auto) picks docker when both CLIs exist.
   - An argument podman cannot honour fails the task, naming it, before anything runs.
 version_added: 1.0.0
