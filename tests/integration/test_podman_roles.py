@@ -22,6 +22,7 @@ import subprocess
 import pytest
 
 from harness import IMAGES, REPO_ROOT, unique
+from job_cli import run_cli, write_config
 
 PASSWORD = "pod 'role\" pw"  # quotes and a blank
 
@@ -134,3 +135,74 @@ def test_second_run_changes_nothing(site):
     again = playbook(site, "provision.yml")
     assert again.returncode == 0, again.stdout[-4000:]
     assert recap(again.stdout)["changed"] == 0, again.stdout[-6000:]
+
+
+# --------------------------------------------------------------------------
+# Backups: the scheduled job (as cron/systemd run it) and restore.yml on podman
+# --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def client(site):
+    """A client container on podman (what OMERO.server is to the database): stopped and started by the job."""
+    name = unique("nlbtest-podr-client")
+    podman("run", "-d", "--name", name, "--entrypoint", "sleep", IMAGES[17], "infinity")
+    yield name
+    podman("rm", "-f", "-t", "0", "-v", name, check=False)
+
+
+def running(name):
+    return json.loads(podman("container", "inspect", name).stdout)[0]["State"]["Running"]
+
+
+def started_at(name):
+    return json.loads(podman("container", "inspect", name).stdout)[0]["State"]["StartedAt"]
+
+
+def podman_leftovers():
+    containers = podman("ps", "-a", "--filter", "name=nlb-restoretest-", "--format", "{{.Names}}").stdout.strip()
+    volumes = podman("volume", "ls", "--filter", "name=nlb-restoretest-", "--format", "{{.Name}}").stdout.strip()
+    return containers + volumes
+
+
+@pytest.fixture(scope="module")
+def backup(site, client):
+    """One run of the scheduled job (job_cli.run_cli) on the podman instance, restore test included."""
+    psql(site, "CREATE TABLE job (id bigint PRIMARY KEY, status text);"
+               "INSERT INTO job SELECT g, 'Finished' FROM generate_series(1, 250) g;")
+    config = {"backup_dir": os.path.join(site["work"], "backups"), "engine": "podman", "restore_test": True,
+              "databases": [{"name": "omero", "container": site["container"], "database": "omero", "user": "omero"}],
+              "clients": [client], "client_stop_timeout": 1}
+    proc = run_cli(write_config(os.path.join(site["work"], "backup.json"), config))
+    return {"proc": proc, "config": config}
+
+
+def test_scheduled_job_takes_a_verified_set_from_podman(site, client, backup):
+    proc, config = backup["proc"], backup["config"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sets = [name for name in os.listdir(config["backup_dir"]) if not name.startswith(".")]
+    assert len(sets) == 1
+    with open(os.path.join(config["backup_dir"], sets[0], "set.manifest.json")) as handle:
+        manifest = json.load(handle)
+    assert manifest["complete"] is True, manifest.get("error")
+    omero = [c for c in manifest["components"] if c["name"] == "omero"][0]
+    assert omero["row_counts"] == {"public.job": 250, "public.marker": 1}
+    assert manifest["restore_test"]["restorable"] is True
+    assert "stopped client container %s" % client in proc.stderr
+    assert running(client), "the job starts its clients again"
+    assert podman_leftovers() == "", "the restore test left a throwaway container or volume"
+
+
+def test_restore_playbook_restores_the_set_with_clients_stopped_by_podman(site, client, backup):
+    assert backup["proc"].returncode == 0
+    psql(site, "DELETE FROM job WHERE id > 10;")
+    before = started_at(client)
+    restored = subprocess.run(
+        ["ansible-playbook", "-i", site["inventory"], os.path.join(REPO_ROOT, "playbooks", "restore.yml"),
+         "-e", json.dumps({"postgres_backup_engine": "podman", "postgres_backup_dir": backup["config"]["backup_dir"],
+                           "postgres_backup_clients": [client], "postgres_backup_client_stop_timeout": 1,
+                           "postgres_backup_restore_overwrite": True})],
+        capture_output=True, text=True, timeout=600, check=False, cwd=site["work"])
+    assert restored.returncode == 0, restored.stdout[-4000:]
+    assert psql(site, "SELECT count(*) FROM job;") == "250"
+    assert running(client)
+    assert started_at(client) != before, "the client was not stopped and started again by podman"
