@@ -190,12 +190,33 @@ def podman_network(args):
 
 def podman_exec(args):
     """containers.podman.podman_container_exec arguments for docker_container_exec ``args``."""
-    _refuse_other("engine_exec", args, ("container", "argv", "command", "env", "user", "chdir"))
+    _refuse_other("engine_exec", args, ("container", "argv", "command", "env", "user", "chdir", "stdin",
+                                        "stdin_add_newline", "strip_empty_ends"))
     out = {"name": args["container"]}
     for theirs, ours in (("argv", "argv"), ("command", "command"), ("env", "env"), ("user", "user"),
                          ("chdir", "workdir")):
         if args.get(theirs) is not None:
             out[ours] = args[theirs]
+    return out
+
+
+def podman_exec_stdin(args):
+    """ansible.builtin.command arguments running ``podman exec -i`` for a docker_container_exec with stdin
+    (containers.podman's exec module takes no stdin)."""
+    podman_exec(args)
+    if args.get("argv") is None:
+        raise EngineArgsError("engine_exec: stdin needs argv with engine podman")
+    argv = ["podman", "exec", "-i"]
+    for name, value in sorted((args.get("env") or {}).items()):
+        argv += ["--env", "%s=%s" % (name, value)]
+    if args.get("user"):
+        argv += ["--user", str(args["user"])]
+    if args.get("chdir"):
+        argv += ["--workdir", args["chdir"]]
+    out = {"argv": argv + [args["container"]] + [str(a) for a in args["argv"]], "stdin": args["stdin"]}
+    for key in ("stdin_add_newline", "strip_empty_ends"):
+        if args.get(key) is not None:
+            out[key] = args[key]
     return out
 
 
@@ -230,6 +251,8 @@ def module_for(engine, kind, args):
         raise EngineArgsError("unknown engine action '%s'" % kind)
     if engine == "docker":
         return DOCKER[kind], (docker_container(args) if kind == "container" else dict(args))
+    if kind == "exec" and args.get("stdin") is not None:
+        return "ansible.builtin.command", podman_exec_stdin(args)
     return PODMAN[kind], _PODMAN_MAPPERS[kind](args)
 
 

@@ -49,7 +49,12 @@ class EngineAction(ActionBase):
         name, mapped = engine_args.module_for(engine, self.KIND, args)
         if engine == "docker" and self._docker_host:
             mapped["docker_host"] = self._docker_host
-        return self._run_module(name, mapped)
+        result = self._run_module(name, mapped)
+        if name == "ansible.builtin.command" and result.get("rc") not in (None, 0):
+            # docker_container_exec reports a command's exit status without failing: so does this.
+            result.pop("msg", None)
+            result["failed"] = False
+        return result
 
     def run(self, tmp=None, task_vars=None):
         result = super(EngineAction, self).run(tmp, task_vars)

@@ -206,3 +206,51 @@ def test_restore_playbook_restores_the_set_with_clients_stopped_by_podman(site, 
     assert psql(site, "SELECT count(*) FROM job;") == "250"
     assert running(client)
     assert started_at(client) != before, "the client was not stopped and started again by podman"
+
+
+# --------------------------------------------------------------------------
+# The demo (scripts/demo.sh with NLB_ENGINE=podman runs playbooks/demo.yml so)
+# --------------------------------------------------------------------------
+
+DEMO_CONTAINERS = ("nlbdemo-database", "nlbdemo-database-biomero")
+
+
+def demo_playbook(name, demo_dir):
+    proc = subprocess.run(["ansible-playbook", "-i", "localhost,", os.path.join(REPO_ROOT, "playbooks", name),
+                           "-e", "demo_dir=%s" % demo_dir],
+                          capture_output=True, text=True, timeout=900, check=False, cwd=REPO_ROOT,
+                          env=dict(os.environ, NLB_ENGINE="podman"))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return proc.stdout
+
+
+def summary_lines(output):
+    block = output[output.index("TASK [Summary]"):]
+    return [line.strip().strip('",') for line in block.splitlines() if line.strip().startswith('"nlbdemo-')]
+
+
+def test_demo_on_podman_runs_twice_and_cleans_up(tmp_path):
+    if os.environ.get("NLB_SKIP_PODMAN") == "1":
+        pytest.skip("NLB_SKIP_PODMAN=1: podman tests skipped on request")
+    demo_dir = str(tmp_path / "demo")
+    try:
+        first = summary_lines(demo_playbook("demo.yml", demo_dir))
+        assert len(first) == 2
+        omero, biomero = first
+        assert omero.split()[1].startswith("17.")
+        assert "max_connections=500" in omero and ".dump" in omero
+        assert biomero.endswith("1 new, 0 already retried")
+        for name in DEMO_CONTAINERS:
+            assert podman("container", "inspect", name).returncode == 0, "the demo did not run on podman"
+
+        second_output = demo_playbook("demo.yml", demo_dir)
+        assert summary_lines(second_output)[1].endswith("0 new, 1 already retried")
+        assert "changed=1 " in second_output.split("PLAY RECAP")[1]
+        backups = os.listdir(os.path.join(demo_dir, "backups"))
+        assert len([name for name in backups if name.endswith(".dump")]) == 4
+    finally:
+        demo_playbook("demo_cleanup.yml", demo_dir)
+    for name in DEMO_CONTAINERS:
+        assert podman("container", "inspect", name, check=False).returncode != 0
+        assert podman("volume", "inspect", name, check=False).returncode != 0
+    assert not os.path.exists(demo_dir)

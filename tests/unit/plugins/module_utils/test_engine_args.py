@@ -72,8 +72,12 @@ def test_module_for_each_kind_and_bad_engine():
         "containers.podman.podman_image", {"name": "postgres:16", "state": "present"})
     with pytest.raises(ea.EngineArgsError, match="engine 'lxc'"):
         ea.module_for("lxc", "container", {})
-    with pytest.raises(ea.EngineArgsError, match="stdin"):
-        ea.module_for("podman", "exec", {"container": "c", "argv": ["psql"], "stdin": "x"})
+    assert ea.module_for("podman", "exec", {"container": "c", "argv": ["psql", "-f", "-"], "stdin": "SELECT 1",
+                                            "env": {"A": "1"}, "stdin_add_newline": False}) == (
+        "ansible.builtin.command", {"argv": ["podman", "exec", "-i", "--env", "A=1", "c", "psql", "-f", "-"],
+                                    "stdin": "SELECT 1", "stdin_add_newline": False})
+    with pytest.raises(ea.EngineArgsError, match="detach"):
+        ea.module_for("podman", "exec", {"container": "c", "argv": ["psql"], "detach": True})
 
 
 INSPECTED = [
