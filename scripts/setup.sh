@@ -141,4 +141,6 @@ ensure_promtool
 if [ "$NLB_ENGINE" = docker ] && [ "${NLB_SKIP_PODMAN:-0}" != 1 ]; then
     ensure_podman
     podman_image_from_docker "$NLB_IMAGE_PG17"
+    # the upgrade on podman (tests/integration/test_podman_roles.py) goes 15 -> 17
+    podman_image_from_docker "$NLB_IMAGE_PG15"
 fi

@@ -15,6 +15,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import json
 import re
 import shlex
 import signal
@@ -44,9 +45,14 @@ _CONTAINER_RENAMES = {
     "published_ports": "publish", "shm_size": "shm_size", "memory": "memory", "restart_policy": "restart_policy",
     "stop_timeout": "stop_timeout", "runtime": "runtime", "user": "user", "entrypoint": "entrypoint",
     "detach": "detach", "working_dir": "workdir", "hostname": "hostname",
+    # what the upgrade carries over from an inspected podman container (upgrade_plan's clone options)
+    "capabilities": "cap_add", "cap_drop": "cap_drop", "security_opts": "security_opt", "ipc_mode": "ipc",
+    "pid_mode": "pid", "uts": "uts", "log_driver": "log_driver", "memory_swappiness": "memory_swappiness",
+    "privileged": "privileged", "read_only": "read_only", "init": "init", "sysctls": "sysctl",
+    "dns_servers": "dns", "dns_search_domains": "dns_search", "groups": "group_add",
 }
 # Arguments that mean the same to both engines' modules and that the mapping handles itself.
-_CONTAINER_HANDLED = ("state", "mounts", "volumes", "networks", "network_mode", "healthcheck", "cpus",
+_CONTAINER_HANDLED = ("state", "pids_limit", "mounts", "volumes", "networks", "network_mode", "healthcheck", "cpus",
                       "stop_signal", "ulimits", "auto_remove", "keep_volumes", "recreate", "pull", "comparisons",
                       "container_default_behavior", "force_kill", "networks_cli_compatible", "output_logs")
 _STATES = {"started": "started", "stopped": "stopped", "present": "present", "absent": "absent"}
@@ -99,11 +105,12 @@ def docker_container(args):
 
 
 def _ulimit(text):
-    """docker's ``nofile:soft:hard`` -> podman's ``nofile=soft:hard``."""
+    """docker's ``nofile:soft:hard`` -> podman's ``nofile=soft:hard`` (podman's inspect says RLIMIT_NOFILE)."""
     name, _sep, values = str(text).partition(":")
     if not values:
         raise EngineArgsError("ulimit '%s' is not of the form name:soft[:hard]" % text)
-    return "%s=%s" % (name, values)
+    name = name.lower()
+    return "%s=%s" % (name[len("rlimit_"):] if name.startswith("rlimit_") else name, values)
 
 
 def _signal(value):
@@ -167,6 +174,12 @@ def podman_container(args):
         out["recreate"] = True
     if args.get("auto_remove"):
         out["rm"] = True
+    if isinstance(out.get("entrypoint"), (list, tuple)):
+        out["entrypoint"] = json.dumps(list(out["entrypoint"]))  # podman reads a JSON array as the exec form
+    if out.get("runtime") == "oci":
+        del out["runtime"]  # what podman's inspect says of any runtime: not a runtime's name
+    if args.get("pids_limit"):
+        out["pids_limit"] = str(args["pids_limit"])
     pull = args.get("pull")
     if pull not in (None, False, ""):
         out["pull"] = "always" if pull is True else str(pull)
