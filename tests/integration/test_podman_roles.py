@@ -59,7 +59,7 @@ def write_inventory(site):
             "postgres_container_engine": "podman",
             "postgres_container_instances": [{
                 "name": site["container"], "role": "omero", "user": "omero", "db": "omero",
-                "password": PASSWORD, "image": IMAGES[17], "initdb_dir": site["initdb"],
+                "password": PASSWORD, "image": IMAGES[15], "initdb_dir": site["initdb"],
                 "max_connections": 40, "settings": {"work_mem": "8MB"},
                 "logging": True, "log_dir": site["logs"], "relabel": "Z"}],
             "postgres_container_network": site["network"],
@@ -76,8 +76,9 @@ def write_inventory(site):
 def site(tmp_path_factory):
     if os.environ.get("NLB_SKIP_PODMAN") == "1":
         pytest.skip("NLB_SKIP_PODMAN=1: podman tests skipped on request")
-    if not shutil.which("podman") or podman("image", "inspect", IMAGES[17], check=False).returncode != 0:
-        pytest.fail("podman or its image %s is missing: run scripts/setup.sh as root" % IMAGES[17])
+    for major in (15, 17):
+        if not shutil.which("podman") or podman("image", "inspect", IMAGES[major], check=False).returncode != 0:
+            pytest.fail("podman or its image %s is missing: run scripts/setup.sh as root" % IMAGES[major])
     work = tmp_path_factory.mktemp("podr")
     names = {"container": unique("nlbtest-podr"), "network": unique("nlbtest-podr-net"), "work": str(work),
              "inventory": str(work / "inventory.json"), "initdb": str(work / "initdb"), "logs": str(work / "logs")}
@@ -92,8 +93,10 @@ def site(tmp_path_factory):
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
         yield names
     finally:
-        podman("rm", "-f", "-v", names["container"], check=False)
-        podman("volume", "rm", "-f", names["container"], check=False)
+        for suffix in ("", "-pg15", "-pg17-staging"):  # the upgrade's old and staging containers
+            podman("rm", "-f", "-v", names["container"] + suffix, check=False)
+        for suffix in ("", "-pg17"):
+            podman("volume", "rm", "-f", names["container"] + suffix, check=False)
         podman("network", "rm", names["network"], check=False)
         shutil.rmtree(str(work), ignore_errors=True)
 
@@ -206,6 +209,35 @@ def test_restore_playbook_restores_the_set_with_clients_stopped_by_podman(site, 
     assert psql(site, "SELECT count(*) FROM job;") == "250"
     assert running(client)
     assert started_at(client) != before, "the client was not stopped and started again by podman"
+
+
+# --------------------------------------------------------------------------
+# The upgrade (last on the module's instance): 15 -> 17, dump_restore, on podman
+# --------------------------------------------------------------------------
+
+def test_upgrade_15_to_17_on_podman(site, backup):
+    rows = psql(site, "SELECT count(*) FROM job;")
+    os.makedirs(os.path.join(site["work"], "dumps"), mode=0o700)
+    upgraded = subprocess.run(
+        ["ansible-playbook", "-i", site["inventory"], os.path.join(REPO_ROOT, "playbooks", "upgrade.yml"),
+         "-e", json.dumps({"postgres_upgrade_engine": "podman", "postgres_upgrade_target_image": IMAGES[17],
+                           "postgres_upgrade_strategy": "dump_restore",
+                           "postgres_upgrade_dump_dir": os.path.join(site["work"], "dumps"),
+                           "postgres_upgrade_backup_dir": backup["config"]["backup_dir"],
+                           "postgres_upgrade_instances": [{"name": site["container"], "kind": "omero"}],
+                           "upgrade_report_dir": site["work"]})],
+        capture_output=True, text=True, timeout=900, check=False, cwd=site["work"])
+    assert upgraded.returncode == 0, upgraded.stdout[-6000:]
+    new = inspect(site)
+    assert new["Config"]["Labels"]["nl-biomero.database.major"] == "17"
+    assert new["Config"]["Labels"]["org.nl-biomero.upgrade.previous-container"] == site["container"] + "-pg15"
+    assert psql(site, "SHOW server_version_num;").startswith("17")
+    assert psql(site, "SELECT count(*) FROM job;") == rows
+    assert psql(site, "SELECT current_setting('max_connections') || ' ' || current_setting('work_mem');") == "40 8MB"
+    old = json.loads(podman("container", "inspect", site["container"] + "-pg15").stdout)[0]
+    assert not old["State"]["Running"], "the old instance is kept, stopped"
+    assert podman("volume", "inspect", site["container"] + "-pg17").returncode == 0
+    assert podman("container", "inspect", site["container"] + "-pg17-staging", check=False).returncode != 0
 
 
 # --------------------------------------------------------------------------
