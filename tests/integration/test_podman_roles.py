@@ -18,10 +18,11 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
-from harness import IMAGES, REPO_ROOT, unique
+from harness import IMAGES, REPO_ROOT, run_module, unique
 from job_cli import run_cli, write_config
 
 PASSWORD = "pod 'role\" pw"  # quotes and a blank
@@ -138,6 +139,23 @@ def test_second_run_changes_nothing(site):
     again = playbook(site, "provision.yml")
     assert again.returncode == 0, again.stdout[-4000:]
     assert recap(again.stdout)["changed"] == 0, again.stdout[-6000:]
+
+
+def test_engine_podman_without_podman_is_a_clear_error_and_changes_nothing(tmp_path):
+    # A host without podman (and docker): every program of /usr/bin but those two.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for entry in os.listdir("/usr/bin"):
+        if entry not in ("podman", "docker"):
+            os.symlink(os.path.join("/usr/bin", entry), str(bin_dir / entry))
+    env = {"PATH": "%s:%s" % (os.path.dirname(sys.executable), bin_dir)}
+    name = unique("nlbtest-podr-none")
+    result = run_module("nl_biomero.database.engine_container",
+                        {"engine": "podman", "name": name, "image": IMAGES[17], "state": "started"}, env=env)
+    assert result.get("failed") and "podman" in result["msg"] and "on localhost" in result["msg"], result
+    info = run_module("nl_biomero.database.engine_host_info", {"containers": True}, env=env)
+    assert info.get("failed") and "looked for: docker, podman" in info["msg"], info
+    assert podman("container", "inspect", name, check=False).returncode != 0, "nothing was created"
 
 
 # --------------------------------------------------------------------------
