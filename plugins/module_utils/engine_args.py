@@ -149,8 +149,10 @@ def podman_container(args):
         raise EngineArgsError("state '%s' is not one of: %s" % (state, ", ".join(sorted(_STATES))))
     out["state"] = _STATES[state]
     if state == "absent":
-        return dict(name=out["name"], state="absent", **({"stop_timeout": out["stop_timeout"]}
-                                                        if "stop_timeout" in out else {}))
+        absent = {"name": out["name"], "state": "absent"}
+        if "stop_timeout" in out:
+            absent["stop_timeout"] = out["stop_timeout"]
+        return absent
     volumes = [volume_string(m) for m in args.get("mounts") or []] + list(args.get("volumes") or [])
     if volumes:
         out["volume"] = volumes

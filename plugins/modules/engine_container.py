@@ -15,9 +15,10 @@ description:
     task's arguments; with O(engine=podman) it maps them onto M(containers.podman.podman_container).
   - The engine is resolved on the target; C(auto) picks docker when both CLIs exist.
   - An argument podman cannot honour fails the task, naming it, before anything runs.
-  - A bind mount in O(mounts) may carry C(relabel) (C(z) or C(Z)), the SELinux relabel of C(-v src:dst:Z).
+  - A bind mount in C(mounts) may carry C(relabel) (C(z) or C(Z)), the SELinux relabel of C(-v src:dst:Z).
 version_added: 1.0.0
-author: NL-BIOMERO database maintainers
+author:
+  - NL-BIOMERO database maintainers (@NL-BIOMERO)
 options:
   engine:
     description: The container engine.
@@ -30,8 +31,10 @@ options:
 attributes:
   check_mode:
     support: full
+    description: The engine's module in check mode (it says what it would change).
   diff_mode:
     support: none
+    description: No diff.
 notes:
   - Every other option is M(community.docker.docker_container)'s (for podman, the subset the mapping knows).
 """

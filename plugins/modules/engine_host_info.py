@@ -12,11 +12,14 @@ module: engine_host_info
 short_description: Containers, volumes and networks of Docker or Podman, in docker_host_info's shape
 description:
   - An action plugin. With O(engine=docker) it runs M(community.docker.docker_host_info) with the task's arguments; with
-    O(engine=podman) it maps them onto containers.podman.podman_container_info, podman_volume_info and podman_network_info (it maps containers, containers_all, containers_filters (name, label), verbose_output, volumes and networks).
+    O(engine=podman) it maps them onto containers.podman.podman_container_info, podman_volume_info and
+    podman_network_info (it maps containers, containers_all, containers_filters (name, label),
+    verbose_output, volumes and networks).
   - The engine is resolved on the target; C(auto) picks docker when both CLIs exist.
   - An argument podman cannot honour fails the task, naming it, before anything runs.
 version_added: 1.0.0
-author: NL-BIOMERO database maintainers
+author:
+  - NL-BIOMERO database maintainers (@NL-BIOMERO)
 options:
   engine:
     description: The container engine.
@@ -36,8 +39,10 @@ options:
 attributes:
   check_mode:
     support: full
+    description: The engine's module in check mode (it says what it would change).
   diff_mode:
     support: none
+    description: No diff.
 notes:
   - Every other option is M(community.docker.docker_host_info)'s.
 """

@@ -16,7 +16,8 @@ description:
   - The engine is resolved on the target; C(auto) picks docker when both CLIs exist.
   - An argument podman cannot honour fails the task, naming it, before anything runs.
 version_added: 1.0.0
-author: NL-BIOMERO database maintainers
+author:
+  - NL-BIOMERO database maintainers (@NL-BIOMERO)
 options:
   engine:
     description: The container engine.
@@ -29,8 +30,10 @@ options:
 attributes:
   check_mode:
     support: full
+    description: The engine's module in check mode (it says what it would change).
   diff_mode:
     support: none
+    description: No diff.
 notes:
   - Every other option is M(community.docker.docker_network)'s.
 """
