@@ -68,8 +68,24 @@ ensure_podman() {
         log "installing podman runc"
         apt_install podman runc
     fi
+    podman_ulimits
     podman info >/dev/null 2>&1 || { echo "error: podman does not answer: podman info" >&2; exit 1; }
     log "podman answers"
+}
+
+# Podman gives every container default rlimits above this machine's (it withholds
+# CAP_SYS_RESOURCE), so every `podman run` fails ("error setting rlimits"). A
+# containers.conf drop-in sets defaults at or below the host's limits: the role's
+# containers and the collection's throwaway containers then run unchanged.
+podman_ulimits() {
+    local conf=/etc/containers/containers.conf.d/nl-biomero-ulimits.conf nofile nproc
+    nofile="$(ulimit -Sn)"; nproc="$(ulimit -Su)"
+    [ "$nofile" = unlimited ] || [ "$nofile" -gt 4096 ] && nofile=4096
+    [ "$nproc" = unlimited ] || [ "$nproc" -gt 4096 ] && nproc=4096
+    mkdir -p "${conf%/*}"
+    printf '# written by nl_biomero.database scripts/setup.sh\n[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=%s:%s"]\n' \
+        "$nofile" "$nofile" "$nproc" "$nproc" >"$conf.tmp"
+    if ! cmp -s "$conf.tmp" "$conf"; then mv "$conf.tmp" "$conf"; log "podman default ulimits: nofile=$nofile nproc=$nproc"; else rm -f "$conf.tmp"; fi
 }
 
 # Copy an image docker built into podman (tests/integration/test_podman.py runs
@@ -137,4 +153,6 @@ ensure_promtool
 if [ "$NLB_ENGINE" = docker ] && [ "${NLB_SKIP_PODMAN:-0}" != 1 ]; then
     ensure_podman
     podman_image_from_docker "$NLB_IMAGE_PG17"
+    # the upgrade on podman (tests/integration/test_podman_roles.py) goes 15 -> 17
+    podman_image_from_docker "$NLB_IMAGE_PG15"
 fi

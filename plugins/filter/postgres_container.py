@@ -56,13 +56,13 @@ INSTANCE_KEYS = frozenset((
     "tuning_memory_mb", "tuning_cpus", "settings", "logging", "log_dir", "log_filename", "log_rotation_age",
     "log_rotation_size", "log_statement", "shm_size", "memory", "cpus", "restart_policy", "stop_timeout",
     "published_port", "labels", "log_truncate_on_rotation", "log_keep_days", "clients", "readers",
-    "compose_service", "hba", "listen_addresses", "tls", "access_dir",
+    "compose_service", "hba", "listen_addresses", "tls", "access_dir", "relabel",
 ))
 INSTANCE_KEYS = INSTANCE_KEYS | frozenset(("exporter",))  # metrics: module_utils/exporter.py
 COMMON_KEYS = (
     "state", "image", "network", "max_connections", "tuning", "tuning_memory_mb", "tuning_cpus", "logging",
     "log_filename", "log_rotation_age", "log_rotation_size", "log_statement", "shm_size", "memory", "cpus",
-    "restart_policy", "stop_timeout", "initdb_dir", "log_truncate_on_rotation", "log_keep_days",
+    "restart_policy", "stop_timeout", "initdb_dir", "log_truncate_on_rotation", "log_keep_days", "relabel",
 )
 # Keys the compose project owns for a service it defines (postgres_container_compose_project): an instance
 # that sets one is refused rather than silently ignored. user, db and password come from the project too.
@@ -70,6 +70,8 @@ COMPOSE_OWNED = ("image", "volume", "data_path", "data_mount", "pgdata", "networ
                  "initdb_dir", "env", "published_port", "labels", "shm_size", "memory", "cpus")
 RESERVED_ENV = ("POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD", "POSTGRES_PASSWORD_FILE", "PGDATA")
 STATES = ("started", "absent")
+# SELinux relabel of the bind mounts (-v src:dst:Z): none, shared (z) or private (Z).
+RELABELS = ("", "z", "Z")
 TUNING_MODES = ("auto", "none")
 
 
@@ -184,6 +186,9 @@ def _plan_one(inst, common, host_memory_mb, host_cpus, sharing, facts=None):
         raise _err(name, "state must be one of %s" % ", ".join(STATES))
     if plan["state"] == "absent":
         return plan
+    plan["relabel"] = "" if _empty(inst.get("relabel")) else to_text(inst["relabel"])
+    if plan["relabel"] not in RELABELS:
+        raise _err(name, "relabel '%s' is not one of: '' (none), z (shared), Z (private)" % plan["relabel"])
     if _empty(inst.get("image")):
         raise _err(name, "image is empty")
     for key in ("user", "db"):
@@ -361,6 +366,8 @@ def _spec_one(plan, common, probed):
     access = plan.get("access") or {"settings": {}}
     if access.get("files"):
         mounts.append({"type": "bind", "source": access["dir"], "target": access["mount"], "read_only": True})
+    if plan.get("relabel"):
+        mounts = [dict(m, relabel=plan["relabel"]) if m["type"] == "bind" else m for m in mounts]
     host_files = [{"what": what, "path": plan[what]} for what in ("password_file", "initdb_dir")
                   if not _empty(plan.get(what))]
     health = _healthcheck(plan, common)

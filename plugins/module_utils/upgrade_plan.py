@@ -318,12 +318,17 @@ def _pgdata_follows(pgdata, old_data_mount, new_data_mount):
     return same_mount and _inside(pgdata, new_data_mount) and not _LAYOUT_PGDATA.match(pgdata)
 
 
+def _argv(value):
+    """Cmd/Entrypoint as a list: podman 4's inspect gives the container's Entrypoint as one string."""
+    return value.split() if isinstance(value, str) else list(value)
+
+
 def _config_options(config, image_config, container_id, network_mode):
     """Options from Config that the container set itself (what equals its image's is left to the new image)."""
     opts = {}
     for key, option in (("Cmd", "command"), ("Entrypoint", "entrypoint")):
-        if config.get(key) and config[key] != (image_config.get(key) or []):
-            opts[option] = list(config[key])
+        if config.get(key) and _argv(config[key]) != _argv(image_config.get(key) or []):
+            opts[option] = _argv(config[key])
     for key, option in (("User", "user"), ("WorkingDir", "working_dir")):
         if config.get(key) and config[key] != image_config.get(key):
             opts[option] = config[key]

@@ -1,0 +1,60 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, NL-BIOMERO database maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: engine_container_info
+short_description: One container's inspect on Docker or Podman, in docker_container_info's shape
+description:
+  - An action plugin. With O(engine=docker) it runs M(community.docker.docker_container_info) with the task's arguments; with
+    O(engine=podman) it maps them onto containers.podman.podman_container_info (it maps name).
+  - The engine is resolved on the target; C(auto) picks docker when both CLIs exist.
+  - An argument podman cannot honour fails the task, naming it, before anything runs.
+version_added: 1.0.0
+author:
+  - NL-BIOMERO database maintainers (@NL-BIOMERO)
+options:
+  engine:
+    description: The container engine.
+    type: str
+    choices: [auto, docker, podman]
+    default: auto
+  docker_host:
+    description: The Docker API endpoint (engine docker only).
+    type: str
+  run_healthchecks:
+    description:
+      - Podman only, runs C(podman healthcheck run) once on the container when it runs and is not yet
+        healthy before reading the state (podman runs health checks from systemd timers; a host without
+        systemd never runs them). Docker runs its own.
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+    description: The engine's module in check mode (it says what it would change).
+  diff_mode:
+    support: none
+    description: No diff.
+notes:
+  - Every other option is M(community.docker.docker_container_info)'s.
+"""
+
+EXAMPLES = r"""
+- name: The same task on the role's engine
+  nl_biomero.database.engine_container_info:
+    engine: podman
+"""
+
+RETURN = r"""
+engine:
+  description: The engine that ran the task.
+  returned: always
+  type: str
+  sample: podman
+"""
