@@ -47,6 +47,7 @@ _HELP = {
     "last_run_success": "1 if the last backup run succeeded (exit status 0: set complete, restore test passed), else 0.",
     "last_run_duration_seconds": "Duration of the set of the last backup run.",
     "last_run_bytes": "Bytes of the components of the set of the last backup run.",
+    "last_run_clients_held_seconds": "How long the last run held (stopped or paused) the clients (clients_held_for).",
     "last_success_timestamp_seconds": "When the newest complete backup set finished (0: none).",
     "consecutive_incomplete_runs": "Backup runs in a row, up to the last one, whose set is not complete.",
     "sets": "Backup sets in the catalogue by status.",
@@ -154,12 +155,14 @@ def render_metrics(sets, backup_dir, components=(), last_run=None, clients_stopp
         add("last_run_success", base, record.get("rc") == 0)
         if same:
             add("last_run_duration_seconds", base, same.get("duration_s"))
+            add("last_run_clients_held_seconds", base, same.get("clients_held_s"))
             add("last_run_bytes", base, same.get("bytes") or 0)
         last = same
     elif last:
         add("last_run_timestamp_seconds", base, _unix(last["finished"]))
         add("last_run_success", base, bool(last["complete"]))
         add("last_run_duration_seconds", base, last.get("duration_s"))
+        add("last_run_clients_held_seconds", base, last.get("clients_held_s"))
         add("last_run_bytes", base, last.get("bytes") or 0)
     good = [entry for entry in finished if entry.get("complete")]
     add("last_success_timestamp_seconds", base, _unix(good[0]["finished"]) if good else 0)

@@ -397,12 +397,12 @@ class BackupRun:
         run_error = None
         stopped = None
         restart_errors = []
+        held = time.monotonic()
         try:
             guard.check()
             # commands (e.g. omero config get --show-password) need their container running: before the clients stop
             for entry in config["container_commands"]:
                 self._container_command(backup_set, entry, engine)
-            held = time.monotonic()
             run_error = clients.hold()
             if run_error:
                 self.log(run_error, error=True)
@@ -420,7 +420,10 @@ class BackupRun:
             self.log("%s: stopping the run, starting the clients again" % exc, error=True)
         finally:
             with guard.shielded():
+                was_held = bool(clients.held)
                 restart_errors = restart_errors + clients.release()
+                if was_held and "clients_held_s" not in backup_set.manifest:  # held for the whole run
+                    backup_set.manifest["clients_held_s"] = round(time.monotonic() - held, 3)
                 for text in restart_errors:
                     self.log(text, error=True)
         stopped = stopped or guard.reason

@@ -376,6 +376,7 @@ def _set_entry(path, verify_checksums):
         "error": None,
         "restore_test": None,
         "offsite": None,
+        "clients_held_s": None,
         "format_version": None,
     }
     try:
@@ -401,6 +402,7 @@ def _set_entry(path, verify_checksums):
         "error": manifest.get("error"),
         "restore_test": manifest.get("restore_test"),
         "offsite": manifest.get("offsite"),
+        "clients_held_s": manifest.get("clients_held_s"),
     })
     problems = entry["problems"]
     checked = failed_check = False

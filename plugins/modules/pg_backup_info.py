@@ -43,6 +43,14 @@ options:
       - Reads every byte of every backup, which takes long on big backups.
     type: bool
     default: false
+  offsite:
+    description:
+      - Off-host targets to list too, as in O(nl_biomero.database.pg_backup_set#module:offsite) (the role's
+        C(postgres_backup_offsite)); each is asked for the sets it stores (RV(remote)), also those whose local
+        set is gone. With O(verify_checksums) each target re-reads its sets against their records.
+    type: list
+    elements: dict
+    default: []
 attributes:
   check_mode:
     support: full
@@ -185,6 +193,13 @@ dumps:
       versions: {"server": "17.2", "pg_dump": "17.2"}
       checksums: not_checked
       problems: []
+remote:
+  description:
+    - Per target of O(offsite), the sets stored there (C(set), C(bytes), C(files), with O(verify_checksums)
+      C(verified) and C(problems)), C(partial) (copies that did not finish) and C(error) when the target
+      cannot be listed (unreachable, wrong key).
+  returned: when O(offsite) names targets
+  type: dict
 newest_complete:
   description:
     - The newest complete set not dated in the future (same keys as an element of RV(sets)), or null when
@@ -201,11 +216,29 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.backup_set imp
     list_backups,
     newest_complete,
 )
+from ansible_collections.nl_biomero.database.plugins.module_utils.backup_config import offsite_targets
 from ansible_collections.nl_biomero.database.plugins.module_utils.errors import run_module
+from ansible_collections.nl_biomero.database.plugins.module_utils.offsite import OffsiteError, Target
 from ansible_collections.nl_biomero.database.plugins.module_utils.retention import dated_in_future
 
 
-def _info(path, verify_checksums):
+def _remote(targets, verify_checksums):
+    """What each off-host target stores; a target that cannot be reached is an error entry, not a failure."""
+    remote = {}
+    for spec in targets:
+        target = Target(spec, timeout=600)
+        try:
+            listed = target.list_sets()
+            if verify_checksums:
+                for item in listed["sets"]:
+                    item.update(target.verify(item["set"]))
+            remote[target.name] = dict(listed, error=None)
+        except OffsiteError as exc:
+            remote[target.name] = {"sets": [], "partial": [], "error": str(exc)}
+    return remote
+
+
+def _info(path, verify_checksums, offsite):
     path = os.path.abspath(path)
     try:
         catalogue = list_backups(path, verify_checksums=verify_checksums)
@@ -218,8 +251,13 @@ def _info(path, verify_checksums):
             warnings.append("set %s is dated %s, in the future: made with a wrong clock? It is never taken as the "
                             "newest complete set" % (entry["name"], entry["time"]))
     real = [entry for entry in catalogue["sets"] if not entry["dated_in_future"]]
-    return dict(changed=False, path=path, sets=catalogue["sets"], dumps=catalogue["dumps"],
-                newest_complete=newest_complete(real), warnings=warnings)
+    result = dict(changed=False, path=path, sets=catalogue["sets"], dumps=catalogue["dumps"],
+                  newest_complete=newest_complete(real), warnings=warnings)
+    if offsite:
+        result["remote"] = _remote(offsite_targets(offsite), verify_checksums)
+        warnings.extend("off-host target %s: %s" % (name, item["error"])
+                        for name, item in sorted(result["remote"].items()) if item["error"])
+    return result
 
 
 def main():
@@ -227,6 +265,7 @@ def main():
         argument_spec=dict(
             path=dict(type="path", required=True),
             verify_checksums=dict(type="bool", default=False),
+            offsite=dict(type="list", elements="dict", default=[]),
         ),
         supports_check_mode=True,
     )

@@ -20,7 +20,7 @@ import subprocess
 import time
 
 from harness import ENGINE, container_ip, engine, run_module, unique
-from job_cli import run_cli, state, write_config
+from job_cli import metric, metrics, run_cli, state, write_config
 
 
 def test_clients_run_again_before_the_dump_and_the_repository_copy(pg_factory, tmp_path):
@@ -60,6 +60,7 @@ def _run(db, client, tmp_path):
         "clients": [client],
         "client_stop_timeout": 1,
         "clients_held_for": "snapshot",
+        "metrics_file": str(tmp_path / "textfile" / "nl_biomero_backup.prom"),
         "restore_test": True,
         "engine": ENGINE,
     }
@@ -72,6 +73,7 @@ def _run(db, client, tmp_path):
     omero = next(item for item in manifest["components"] if item["name"] == "omero")
     assert omero["row_counts"]["public.job"] == 1001  # the snapshot: the client's second row came after it
     assert 0 < manifest["clients_held_s"] < manifest["duration_s"]
+    assert metric(metrics(config["metrics_file"]), "last_run_clients_held_seconds") == manifest["clients_held_s"]
     log = proc.stdout + proc.stderr
     assert log.index("started client container %s" % client) < log.index("omero: dumped")
     assert log.index("started client container %s" % client) < log.index("OMERO: snapshot of")
