@@ -26,7 +26,8 @@ from job_cli import metric, metrics, run_cli, run_playbook, write_config
 pytestmark = pytest.mark.skipif(ENGINE != "docker", reason="the SSH host is a docker container")
 
 HOST_IMAGE = "nlbtest-fleet/host:latest"
-STORE = os.path.join(REPO_ROOT, "plugins", "module_utils", "offsite_store.py")
+RECEIVER = os.path.join(REPO_ROOT, "playbooks", "offsite_receiver.yml")
+STORE = "/usr/local/lib/nl-biomero/offsite_store.py"  # where the receiver playbook installs it
 
 
 def keygen(path):
@@ -42,20 +43,25 @@ def backup_host(tmp_path_factory):
     keys = tmp_path_factory.mktemp("keys")
     name = unique("nlbtest-offsite-host")
     engine("run", "-d", "--name", name, "--tmpfs", "/srv/small:size=256k", "--entrypoint", "/bin/sh", HOST_IMAGE,
-           "-c", "ssh-keygen -A >/dev/null && mkdir -p /run/sshd /srv/nlb /opt/nlb && exec /usr/sbin/sshd -D -e")
+           "-c", "ssh-keygen -A >/dev/null && mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e")
     try:
         deadline = time.time() + 60
         while engine("exec", name, "pgrep", "-x", "sshd", check=False).returncode != 0:
             assert time.time() < deadline, engine("logs", name, check=False).stderr
             time.sleep(0.2)
-        engine("exec", "-i", name, "sh", "-c", "cat > /opt/nlb/offsite_store.py", input=open(STORE).read())
         big, big_pub = keygen(keys / "big")
         small, small_pub = keygen(keys / "small")
         unknown = keygen(keys / "unknown")[0]
-        lines = ['command="python3 /opt/nlb/offsite_store.py %s",restrict %s' % (root, pub)
-                 for root, pub in (("/srv/nlb", big_pub), ("/srv/small", small_pub))]
-        engine("exec", "-i", name, "sh", "-c", "umask 077; mkdir -p /root/.ssh; cat > /root/.ssh/authorized_keys",
-               input="\n".join(lines) + "\n")
+        # the receiving side set up the way a site does it: playbooks/offsite_receiver.yml (over the engine's
+        # connection), one user per store directory
+        inventory = keys / "inventory"
+        inventory.write_text("%s ansible_connection=community.docker.docker ansible_python_interpreter=/usr/bin/python3\n"
+                             % name)
+        for user, root, pub in (("nlb-backup", "/srv/nlb", big_pub), ("nlb-small", "/srv/small", small_pub)):
+            setup = subprocess.run(["ansible-playbook", "-i", str(inventory), RECEIVER, "-e", json.dumps({
+                "target": name, "postgres_backup_receiver_user": user, "postgres_backup_receiver_dir": root,
+                "postgres_backup_receiver_keys": [pub]})], capture_output=True, text=True, check=False)
+            assert setup.returncode == 0, setup.stdout[-3000:]
         address = container_ip(name)
         host_key = engine("exec", name, "cat", "/etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[:2]
         known = keys / "known_hosts"
@@ -67,7 +73,8 @@ def backup_host(tmp_path_factory):
 
 
 def ssh_target(host, name, key, **extra):
-    ssh = {"host": host["address"], "user": "root", "identity_file": host[key], "known_hosts": host["known_hosts"]}
+    user = "nlb-small" if key == "small" else "nlb-backup"
+    ssh = {"host": host["address"], "user": user, "identity_file": host[key], "known_hosts": host["known_hosts"]}
     ssh.update(extra)
     return {"name": name, "ssh": ssh}
 
@@ -77,7 +84,7 @@ def engine_bytes(container, path):
 
 
 def store_list(host, root):
-    out = engine("exec", host["name"], "python3", "/opt/nlb/offsite_store.py", root, "list").stdout
+    out = engine("exec", host["name"], "python3", STORE, root, "list").stdout
     return json.loads(out)
 
 
@@ -142,7 +149,7 @@ def test_one_run_copies_to_every_target_and_records_each_failure(pg_factory, bac
     # the catalogue lists where each set was copied
     info = run_module("nl_biomero.database.pg_backup_info", {"path": config["backup_dir"]})
     listed = next(item for item in info["sets"] if item["name"] == set_dir.name)
-    assert listed["offsite"]["vault"]["verified"] and listed["offsite"]["vault"]["target"] == "root@" + backup_host["address"]
+    assert listed["offsite"]["vault"]["verified"] and listed["offsite"]["vault"]["target"] == "nlb-backup@" + backup_host["address"]
 
     # a copy tampered with at the backup host is found by its verification, naming the file
     engine("exec", backup_host["name"], "python3", "-c",
@@ -150,14 +157,14 @@ def test_one_run_copies_to_every_target_and_records_each_failure(pg_factory, bac
            "/srv/nlb/%s/%s.age" % (set_dir.name, dump))
     answer = subprocess.run(
         ["ssh", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", backup_host["big"],
-         "-o", "UserKnownHostsFile=" + backup_host["known_hosts"], "root@" + backup_host["address"],
+         "-o", "UserKnownHostsFile=" + backup_host["known_hosts"], "nlb-backup@" + backup_host["address"],
          "verify " + set_dir.name], capture_output=True, text=True, check=True).stdout
     assert json.loads(answer) == {"set": set_dir.name, "verified": False,
                                   "problems": ["%s.age differs from the copy that was verified" % dump]}
     # the key can do nothing but the store's commands
     shell = subprocess.run(
         ["ssh", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", backup_host["big"],
-         "-o", "UserKnownHostsFile=" + backup_host["known_hosts"], "root@" + backup_host["address"],
+         "-o", "UserKnownHostsFile=" + backup_host["known_hosts"], "nlb-backup@" + backup_host["address"],
          "cat /etc/shadow"], capture_output=True, text=True, check=False)
     assert shell.returncode != 0 and "is not one of" in shell.stderr and "root:" not in shell.stdout
 
