@@ -27,7 +27,6 @@ import time
 from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_archive import conninfo_dbname
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, container_env
-from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade import Pipe
 from ansible_collections.nl_biomero.database.plugins.module_utils.write_fence import quote_ident, quote_literal
 
 PUBLICATION = "nlb_upgrade"
@@ -169,6 +168,83 @@ def sync_slot_pattern(sysid):
     return "^pg_[0-9]+_sync_[0-9]+_%s$" % (int(sysid) if sysid else "nlb_none")
 
 
+# Tables logical replication cannot carry: without a primary key or usable replica identity (UPDATE and DELETE
+# on the old server would fail once published), unlogged ones (never replicated). User tables only.
+SQL_UNFIT_TABLES = r"""SELECT format('%I.%I', n.nspname, c.relname),
+  CASE WHEN c.relpersistence = 'u' THEN 'unlogged' ELSE 'no_identity' END
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'
+    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                    AND d.deptype = 'e')
+    AND (c.relpersistence = 'u' OR c.relreplident = 'n'
+         OR (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
+         OR (c.relreplident = 'i' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid
+                                                  AND i.indisreplident)))
+  ORDER BY 1"""
+SQL_REPLICATION_SETTINGS = r"""SELECT current_setting('wal_level'), current_setting('max_replication_slots'),
+  current_setting('max_wal_senders'), (SELECT count(*) FROM pg_replication_slots),
+  (SELECT count(*) FROM pg_stat_replication)"""
+# Tablesync slots at a time per subscription (max_sync_workers_per_subscription's default in the staging cluster).
+SYNC_SLOTS = 2
+
+
+def preflight_problems(found, command_settings, prepare=False, identity_full=False):
+    """(problems, plan) of a logical upgrade from what :func:`read_preflight` found on the old server.
+
+    ``command_settings``: the '-c' settings of the old container's command line (upgrade_plan.command_settings).
+    """
+    problems = []
+    plan = {"prepare_restart": False, "replica_identity_full": [], "large_objects": found["large_objects"]}
+    if found["wal_level"] != "logical":
+        if "wal_level" in command_settings:
+            problems.append("wal_level is %s and the container's command line sets it (-c wal_level=%s): ALTER "
+                            "SYSTEM cannot change it; set -c wal_level=logical in the container's command (a "
+                            "restart) before a logical upgrade" % (found["wal_level"], command_settings["wal_level"]))
+        elif not prepare:
+            problems.append("wal_level is %s, logical replication needs wal_level=logical: set "
+                            "postgres_upgrade_logical_prepare (ALTER SYSTEM and ONE restart of the old server, "
+                            "reported as prepare_restart_s; it can run in an earlier maintenance window) or set it "
+                            "yourself" % found["wal_level"])
+        else:
+            plan["prepare_restart"] = True
+    needed = len(found["databases"]) * (1 + SYNC_SLOTS)
+    free_slots = found["max_replication_slots"] - found["slots_in_use"]
+    free_senders = found["max_wal_senders"] - found["senders_in_use"]
+    for name, free, total in (("max_replication_slots", free_slots, found["max_replication_slots"]),
+                              ("max_wal_senders", free_senders, found["max_wal_senders"])):
+        if free < needed:
+            problems.append("%s is %d with %d free; the logical copy of %d database(s) needs %d (one per database "
+                            "and %d for its table copies)" % (name, total, free, len(found["databases"]), needed,
+                                                              SYNC_SLOTS))
+    unlogged = [t for t, why in found["unfit"] if why == "unlogged"]
+    no_identity = [t for t, why in found["unfit"] if why == "no_identity"]
+    if unlogged:
+        problems.append("unlogged table(s) %s: logical replication does not carry them (make them logged, ALTER "
+                        "TABLE ... SET LOGGED, or use the pipe strategy)" % ", ".join(unlogged))
+    if no_identity and identity_full:
+        plan["replica_identity_full"] = no_identity
+    elif no_identity:
+        problems.append("table(s) without a primary key or replica identity %s: once published, UPDATE and DELETE "
+                        "on them fail on the old server; add a primary key, or set "
+                        "postgres_upgrade_logical_replica_identity_full (ALTER TABLE ... REPLICA IDENTITY FULL: "
+                        "each change then logs the whole row)" % ", ".join(no_identity))
+    return problems, plan
+
+
+def read_preflight(pg, databases):
+    """What a logical upgrade depends on, read from the old server (PgContainer); changes nothing."""
+    row = pg.query(SQL_REPLICATION_SETTINGS)[0]
+    found = {"wal_level": row[0], "max_replication_slots": int(row[1]), "max_wal_senders": int(row[2]),
+             "slots_in_use": int(row[3]), "senders_in_use": int(row[4]), "databases": list(databases),
+             "unfit": [], "large_objects": {"count": 0, "bytes": 0}}
+    for database in databases:
+        found["unfit"] += [("%s: %s" % (database, r[0]), r[1]) for r in pg.query(SQL_UNFIT_TABLES, database=database)]
+        count, size = pg.query(SQL_LARGE_OBJECTS, database=database)[0]
+        found["large_objects"]["count"] += int(count)
+        found["large_objects"]["bytes"] += int(size)
+    return found
+
+
 # ---------------------------------------------------------------------------
 # Host actions
 # ---------------------------------------------------------------------------
@@ -209,6 +285,20 @@ class Logical:
 
     def sysid(self):
         return self._scalar(self.target, "SELECT system_identifier FROM pg_control_system()")
+
+    def prepare(self, wal_level, identity_full):
+        """What preflight planned: wal_level=logical by ALTER SYSTEM (the role restarts the server), and
+        REPLICA IDENTITY FULL on the named tables ('database: schema.table')."""
+        done = {"wal_level": False, "replica_identity_full": []}
+        if wal_level:
+            self._q(self.source, "ALTER SYSTEM SET wal_level = logical")
+            done["wal_level"] = True
+        for item in identity_full or []:
+            database, table = item.split(": ", 1)
+            # the server quoted the name (format %I.%I)
+            self._q(self.source, "ALTER TABLE %s REPLICA IDENTITY FULL" % table, database)
+            done["replica_identity_full"].append(item)
+        return done
 
     def subscribe(self, databases, host):
         """A publication per database on the source, then a subscription per database in the target."""
@@ -348,8 +438,9 @@ def _password(source, login_password):
 
 
 def logical_result(step, container, engine="auto", login_user=None, login_password=None, target_container=None,
-                   databases=None, host=None, catalog=None, sysid=None, timeout=3600, max_lag_bytes=16 << 20):
-    """pg_upgrade_logical: one step of the logical copy (begin, subscribe, synced, switchover, absent)."""
+                   databases=None, host=None, catalog=None, sysid=None, timeout=3600, max_lag_bytes=16 << 20,
+                   wal_level=False, identity_full=None):
+    """pg_upgrade_logical: one step of the logical copy (prepare, begin, subscribe, synced, switchover, absent)."""
     source = PgContainer(container, engine, login_user, login_password)
     target = None
     if target_container:
@@ -360,7 +451,10 @@ def logical_result(step, container, engine="auto", login_user=None, login_passwo
     logical = Logical(source, target, _password(source, login_password))
     databases = list(databases or [])
     result = {"changed": step != "begin", "step": step}
-    if step == "begin":
+    if step == "prepare":
+        result.update(logical.prepare(wal_level, identity_full))
+        result["changed"] = bool(result["wal_level"] or result["replica_identity_full"])
+    elif step == "begin":
         result.update(catalog=logical.catalog(databases), sysid=logical.sysid())
     elif step == "subscribe":
         result["subscriptions"] = logical.subscribe(databases, host or container)
@@ -368,6 +462,8 @@ def logical_result(step, container, engine="auto", login_user=None, login_passwo
         names = subscription_names(databases)
         result.update(subscriptions=names, copy_s=logical.wait_synced(names, catalog or {}, timeout, max_lag_bytes))
     elif step == "switchover":
+        # upgrade imports this module (preflight): imported here, not at the top
+        from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade import Pipe
         names = subscription_names(databases)
         started = time.time()
         logical.ddl_check(catalog or {})
@@ -380,5 +476,5 @@ def logical_result(step, container, engine="auto", login_user=None, login_passwo
         result["dropped"] = logical.cleanup(sysid)
         result["changed"] = any(result["dropped"].values())
     else:
-        raise LogicalError("step %r is not one of begin, subscribe, synced, switchover, absent" % (step,))
+        raise LogicalError("step %r is not one of prepare, begin, subscribe, synced, switchover, absent" % (step,))
     return result

@@ -24,6 +24,8 @@ from ansible_collections.nl_biomero.database.plugins.module_utils import labels
 from ansible_collections.nl_biomero.database.plugins.module_utils.compose import (
     compose_labels, handed_back, upgrade_problems)
 from ansible_collections.nl_biomero.database.plugins.module_utils.engine import ContainerEngine, pipe
+from ansible_collections.nl_biomero.database.plugins.module_utils.logical import (
+    preflight_problems as logical_problems, read_preflight)
 from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, container_env
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools import major_version
@@ -178,7 +180,7 @@ class Preflight:
 
     def run_checks(self, container, target_image, strategy="dump_restore", dump_dir=None, clients=(),
                    allow_same_major=False, disk_margin=1.5, data_dir=None, check_extensions=True,
-                   check_settings=True):
+                   check_settings=True, logical_prepare=False, logical_replica_identity_full=False):
         problems = []
         warnings = []
         info = self.engine.inspect(container)
@@ -262,6 +264,12 @@ class Preflight:
                                     % (", ".join(rejected), target_major))
             else:
                 warnings.append("could not read the settings of %s (%s); not checked" % (target_image, err.strip()))
+
+        if strategy == "logical":
+            found = read_preflight(pg, [name for name in sorted(databases) if name not in empty])
+            found_problems, result["logical"] = logical_problems(found, settings, logical_prepare,
+                                                                 logical_replica_identity_full)
+            problems += found_problems
 
         # Volumes and names.
         pgdata = container_env(info, "PGDATA")

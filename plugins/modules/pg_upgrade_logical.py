@@ -16,6 +16,9 @@ description:
   - The C(logical) strategy of the C(postgres_upgrade) role. The old server (O(container)) publishes every table of
     each database (publication C(nlb_upgrade)); the staging container of the new major (O(target_container)), whose
     schema was copied first, subscribes (subscription and slot C(nlb_upgrade_<database>)) through a private network.
+  - O(step=prepare) does what the preflight (M(nl_biomero.database.pg_upgrade_preflight)) planned on the old server
+    - C(ALTER SYSTEM SET wal_level = logical) with O(wal_level) (the caller restarts the server) and
+    C(ALTER TABLE ... REPLICA IDENTITY FULL) on the tables O(identity_full) names.
   - O(step=begin) reads the catalog of the old server (relations, columns, constraints, indexes, types; the DDL
     check compares against it) and the staging cluster's system identifier; changes nothing.
   - O(step=subscribe) creates the publications and the subscriptions (the copy starts).
@@ -38,7 +41,7 @@ options:
     description: What to do (see the description).
     type: str
     required: true
-    choices: [begin, subscribe, synced, switchover, absent]
+    choices: [prepare, begin, subscribe, synced, switchover, absent]
   target_container:
     description: The staging container of the new cluster (same O(login_user)). Required except for O(step=absent).
     type: str
@@ -64,6 +67,16 @@ options:
     description: O(step=synced) returns once each slot is at most this many bytes of WAL behind.
     type: int
     default: 16777216
+  wal_level:
+    description: O(step=prepare) sets C(wal_level=logical) with C(ALTER SYSTEM).
+    type: bool
+    default: false
+  identity_full:
+    description: O(step=prepare) sets C(REPLICA IDENTITY FULL) on these tables, named as the preflight's
+      C(logical.replica_identity_full) names them (the database, a colon and a space, the quoted table).
+    type: list
+    elements: str
+    default: []
 attributes:
   check_mode:
     support: none
@@ -87,6 +100,15 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+wal_level:
+  description: Whether O(step=prepare) set C(wal_level) (a restart makes it count).
+  returned: step prepare
+  type: bool
+replica_identity_full:
+  description: Tables O(step=prepare) set to C(REPLICA IDENTITY FULL).
+  returned: step prepare
+  type: list
+  elements: str
 catalog:
   description: O(step=begin), per database a digest per object.
   returned: step begin
@@ -135,7 +157,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container i
 def main():
     module = AnsibleModule(
         argument_spec=container_argument_spec(
-            step=dict(type="str", required=True, choices=["begin", "subscribe", "synced", "switchover", "absent"]),
+            step=dict(type="str", required=True, choices=["prepare", "begin", "subscribe", "synced", "switchover", "absent"]),
             target_container=dict(type="str"),
             databases=dict(type="list", elements="str", default=[]),
             host=dict(type="str"),
@@ -143,6 +165,8 @@ def main():
             sysid=dict(type="str"),
             timeout=dict(type="int", default=3600),
             max_lag_bytes=dict(type="int", default=16777216),
+            wal_level=dict(type="bool", default=False),
+            identity_full=dict(type="list", elements="str", default=[]),
         ),
         required_if=[("step", "begin", ["target_container"]), ("step", "subscribe", ["target_container"]),
                      ("step", "synced", ["target_container"]), ("step", "switchover", ["target_container"])],
