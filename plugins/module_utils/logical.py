@@ -96,9 +96,9 @@ def catalog_changes(before, after):
 
 def setval_script(rows):
     """SQL setting each sequence as it was: rows are (qualified name, value, is_called)."""
-    return "".join("SELECT setval(%s::regclass, %d, %s);\n" % (quote_literal(name), int(value),
-                                                              "true" if called else "false")
-                   for name, value, called in rows)
+    lines = ["SELECT setval(%s::regclass, %d, %s);\n" % (quote_literal(name), int(value), "true" if called else "false")
+             for name, value, called in rows]
+    return "".join(lines)
 
 
 def large_objects_dump_argv(database):

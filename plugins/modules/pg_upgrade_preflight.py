@@ -81,13 +81,13 @@ options:
   logical_prepare:
     description:
       - O(strategy=logical) on an old server whose C(wal_level) is not C(logical) - plan to set it (ALTER SYSTEM and
-        one restart of the old server, RV(logical.prepare_restart)) instead of refusing.
+        one restart of the old server, C(prepare_restart) in RV(logical)) instead of refusing.
     type: bool
     default: false
   logical_replica_identity_full:
     description:
       - O(strategy=logical) with tables lacking a primary key or replica identity - plan C(REPLICA IDENTITY FULL)
-        for them (RV(logical.replica_identity_full)) instead of refusing.
+        for them (C(replica_identity_full) in RV(logical)) instead of refusing.
     type: bool
     default: false
 attributes:

@@ -115,8 +115,8 @@ def test_happy_path_with_a_writer_through_the_copy(prefix, tmp_path):
     (entry,) = report
     assert (entry["outcome"], entry["from"], entry["to"], entry["strategy"]) == ("upgraded", 15, 17, "logical"), entry
     logical = entry["logical"]
-    print("15 -> 17 logical: downtime %.1f s, duration %.1f s, steps %s, %s" % (entry["downtime_s"], entry["duration_s"], entry["steps_s"],
-                                                                     json.dumps(logical)))
+    print("15 -> 17 logical: downtime %.1f s, duration %.1f s, steps %s, %s"
+          % (entry["downtime_s"], entry["duration_s"], entry["steps_s"], json.dumps(logical)))
     assert entry["downtime_s"] > 0
     assert logical["wal_level_set"] is True and float(logical["prepare_restart_s"]) > 0
     assert logical["large_objects_found"] == {"count": 1, "bytes": len("attachment bytes")}
