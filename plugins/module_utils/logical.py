@@ -433,8 +433,18 @@ class Logical:
 # ---------------------------------------------------------------------------
 
 def _password(source, login_password):
-    """The password the subscriptions connect with: the login password, else the old container's own."""
-    return login_password or container_env(source.info, "POSTGRES_PASSWORD")
+    """The password the subscriptions connect with: the login password, else the old container's own
+    (POSTGRES_PASSWORD, or the file POSTGRES_PASSWORD_FILE names, read inside the container)."""
+    if login_password or container_env(source.info, "POSTGRES_PASSWORD"):
+        return login_password or container_env(source.info, "POSTGRES_PASSWORD")
+    path = container_env(source.info, "POSTGRES_PASSWORD_FILE")
+    if path:
+        rc, out, err = source.engine.exec_run(source.container, ["cat", path])
+        if rc != 0:
+            raise LogicalError("cannot read POSTGRES_PASSWORD_FILE %s in %s: %s" % (path, source.container, err.strip()))
+        # as the entrypoint reads it ("$(< file)": trailing newlines dropped)
+        return out.rstrip("\n")
+    return None
 
 
 def logical_result(step, container, engine="auto", login_user=None, login_password=None, target_container=None,
