@@ -45,7 +45,7 @@ options:
   strategy:
     description: How the data will move (changes the disk estimate); see the C(postgres_upgrade) role.
     type: str
-    choices: [dump_restore, pipe]
+    choices: [dump_restore, pipe, logical]
     default: dump_restore
   dump_dir:
     description: Directory on the host for the dump (O(strategy=dump_restore)); its free space is checked.
@@ -78,6 +78,18 @@ options:
     description: Check that the command-line settings are known to the target major.
     type: bool
     default: true
+  logical_prepare:
+    description:
+      - O(strategy=logical) on an old server whose C(wal_level) is not C(logical) - plan to set it (ALTER SYSTEM and
+        one restart of the old server, C(prepare_restart) in RV(logical)) instead of refusing.
+    type: bool
+    default: false
+  logical_replica_identity_full:
+    description:
+      - O(strategy=logical) with tables lacking a primary key or replica identity - plan C(REPLICA IDENTITY FULL)
+        for them (C(replica_identity_full) in RV(logical)) instead of refusing.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -106,6 +118,15 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+logical:
+  description:
+    - O(strategy=logical) - C(prepare_restart) (the old server restarts once for C(wal_level)),
+      C(replica_identity_full) (tables set to it) and C(large_objects) (C(count), C(bytes); copied at the switchover).
+    - Refused (problems) - C(wal_level) not C(logical) without O(logical_prepare) or set on the container's command
+      line, too few free C(max_replication_slots)/C(max_wal_senders), tables without a primary key or replica
+      identity (without O(logical_replica_identity_full)), unlogged tables.
+  returned: O(strategy=logical) and RV(action=upgrade)
+  type: dict
 action:
   description: V(upgrade) or V(noop) (already at the target major).
   returned: success
@@ -193,7 +214,7 @@ def main():
     module = AnsibleModule(
         argument_spec=container_argument_spec(
             target_image=dict(type="str", required=True),
-            strategy=dict(type="str", default="dump_restore", choices=["dump_restore", "pipe"]),
+            strategy=dict(type="str", default="dump_restore", choices=["dump_restore", "pipe", "logical"]),
             dump_dir=dict(type="path"),
             clients=dict(type="list", elements="str", default=[]),
             allow_same_major=dict(type="bool", default=False),
@@ -201,6 +222,8 @@ def main():
             data_dir=dict(type="str"),
             check_extensions=dict(type="bool", default=True),
             check_settings=dict(type="bool", default=True),
+            logical_prepare=dict(type="bool", default=False),
+            logical_replica_identity_full=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )

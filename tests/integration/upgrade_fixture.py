@@ -36,8 +36,8 @@ def remove_everything(prefix):
             engine(*(["rm", "-f", "-v"] if kind == "container" else ["volume", "rm", "-f"]), *names, check=False)
 
 
-def run_role(tmp_path, instance, entry="main", **role_vars):
-    """Run the postgres_upgrade role (entry point ``entry``) on one instance; (rc, report, output)."""
+def role_command(tmp_path, instance, entry="main", **role_vars):
+    """(argv of ansible-playbook running the postgres_upgrade role's ``entry`` on one instance, report path)."""
     report = tmp_path / ("report-%s-%d.json" % (entry, time.monotonic_ns()))
     role = {"name": "role", "ansible.builtin.include_role": {"name": "nl_biomero.database.postgres_upgrade",
                                                              "tasks_from": entry}}
@@ -55,8 +55,14 @@ def run_role(tmp_path, instance, entry="main", **role_vars):
     (tmp_path / "vars.json").write_text(json.dumps(variables))
     (tmp_path / "inventory").write_text("localhost ansible_connection=local ansible_python_interpreter=%s\n"
                                         % os.environ.get("ANSIBLE_PYTHON_INTERPRETER", "auto"))
-    proc = subprocess.run(["ansible-playbook", "-i", str(tmp_path / "inventory"), "-e", "@" + str(tmp_path / "vars.json"),
-                           str(tmp_path / "play.yml")], capture_output=True, text=True, timeout=900, check=False)
+    return (["ansible-playbook", "-i", str(tmp_path / "inventory"), "-e", "@" + str(tmp_path / "vars.json"),
+             str(tmp_path / "play.yml")], report)
+
+
+def run_role(tmp_path, instance, entry="main", **role_vars):
+    """Run the postgres_upgrade role (entry point ``entry``) on one instance; (rc, report, output)."""
+    argv, report = role_command(tmp_path, instance, entry, **role_vars)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
     return proc.returncode, json.loads(report.read_text()), proc.stdout + proc.stderr
 
 
