@@ -51,7 +51,8 @@ def start_db(name, volume):
     run([ENGINE, "run", "-d", "--name", name, "-e", "POSTGRES_USER=omero", "-e", "POSTGRES_PASSWORD=pw",
          "-e", "POSTGRES_DB=omero", "-v", volume + ":/var/lib/postgresql/data", IMAGE])
     for _attempt in range(240):
-        if run([ENGINE, "exec", name, "psql", "-XAt", "-h", "127.0.0.1", "-U", "omero", "omero", "-c",
+        # over TCP: the image's first start runs a socket-only server while it initialises
+        if run([ENGINE, "exec", "-e", "PGPASSWORD=pw", name, "psql", "-XAt", "-h", "127.0.0.1", "-U", "omero", "omero", "-c",
                 "SELECT 1"], check=False)[0] == 0:
             return
         time.sleep(0.5)

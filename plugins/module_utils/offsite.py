@@ -27,6 +27,7 @@ import sys
 
 from ansible_collections.nl_biomero.database.plugins.module_utils.backup_set import SET_MANIFEST
 from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
+from ansible_collections.nl_biomero.database.plugins.module_utils.offsite_store import hash_file
 
 STORE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "offsite_store.py")
 _CHUNK = 1 << 20
@@ -60,15 +61,6 @@ def set_files(set_path):
         for name in sorted(files):
             found.append(os.path.relpath(os.path.join(base, name), set_path))
     return sorted(found, key=lambda relative: (relative == SET_MANIFEST, relative))
-
-
-def sha256_of(path):
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 class Target:
@@ -142,7 +134,7 @@ class Target:
         if (answer["sha256"], answer["bytes"]) != (sent["sha256"], sent["bytes"]):
             raise OffsiteError("target %s: %s arrived as %s bytes sha256 %s, %s bytes sha256 %s were sent"
                                % (self.name, relative, answer["bytes"], answer["sha256"], size, sent["sha256"]))
-        plain_sha256, plain_bytes = sha256_of(path) if recipients else (sent["sha256"], size)
+        plain_sha256, plain_bytes = hash_file(path) if recipients else (sent["sha256"], size)
         return stored, dict(sent, plain_sha256=plain_sha256, plain_bytes=plain_bytes, encrypted=bool(recipients))
 
     def copy_set(self, set_path):
@@ -248,7 +240,7 @@ class Target:
         if (digest.hexdigest(), size) != (entry["sha256"], entry["bytes"]):
             raise OffsiteError("target %s: %s arrived as %d bytes sha256 %s, stored as %s bytes sha256 %s"
                                % (self.name, stored, size, digest.hexdigest(), entry["bytes"], entry["sha256"]))
-        plain = sha256_of(path)
+        plain = hash_file(path)
         if plain != (entry["plain_sha256"], entry["plain_bytes"]):
             raise OffsiteError("target %s: %s decrypted to sha256 %s, the set held sha256 %s"
                                % (self.name, stored, plain[0], entry["plain_sha256"]))

@@ -20,15 +20,9 @@ description:
 version_added: 1.0.0
 author:
   - NL-BIOMERO database maintainers (@NL-BIOMERO)
+extends_documentation_fragment:
+  - nl_biomero.database.engine_action
 options:
-  engine:
-    description: The container engine.
-    type: str
-    choices: [auto, docker, podman]
-    default: auto
-  docker_host:
-    description: The Docker API endpoint (engine docker only).
-    type: str
   run_healthchecks:
     description:
       - Podman only, runs C(podman healthcheck run) once on each listed running container that is not yet
@@ -36,13 +30,6 @@ options:
         systemd never runs them). Docker runs its own.
     type: bool
     default: false
-attributes:
-  check_mode:
-    support: full
-    description: The engine's module in check mode (it says what it would change).
-  diff_mode:
-    support: none
-    description: No diff.
 notes:
   - Every other option is M(community.docker.docker_host_info)'s.
 """

@@ -18,22 +18,8 @@ description:
 version_added: 1.0.0
 author:
   - NL-BIOMERO database maintainers (@NL-BIOMERO)
-options:
-  engine:
-    description: The container engine.
-    type: str
-    choices: [auto, docker, podman]
-    default: auto
-  docker_host:
-    description: The Docker API endpoint (engine docker only).
-    type: str
-attributes:
-  check_mode:
-    support: full
-    description: The engine's module in check mode (it says what it would change).
-  diff_mode:
-    support: none
-    description: No diff.
+extends_documentation_fragment:
+  - nl_biomero.database.engine_action
 notes:
   - Every other option is M(community.docker.docker_image_pull)'s.
 """

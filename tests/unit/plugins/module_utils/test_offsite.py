@@ -68,8 +68,8 @@ def test_encrypted_copy_holds_no_plaintext_and_decrypts_with_the_identity(local_
     plain = open(os.path.join(local_set, "omero", "omero.dump"), "rb").read()
     cipher = open(os.path.join(store_dir, SET, "omero", "omero.dump.age"), "rb").read()
     assert plain[:4096] not in cipher
-    assert (entry["plain_sha256"], entry["plain_bytes"]) == offsite.sha256_of(os.path.join(local_set, "omero", "omero.dump"))
-    assert (entry["sha256"], entry["bytes"]) == offsite.sha256_of(os.path.join(store_dir, SET, "omero", "omero.dump.age"))
+    assert (entry["plain_sha256"], entry["plain_bytes"]) == offsite_store.hash_file(os.path.join(local_set, "omero", "omero.dump"))
+    assert (entry["sha256"], entry["bytes"]) == offsite_store.hash_file(os.path.join(store_dir, SET, "omero", "omero.dump.age"))
     decrypted = subprocess.run(["age", "-d", "-i", str(identity), os.path.join(store_dir, SET, "omero", "omero.dump.age")],
                                check=True, capture_output=True).stdout
     assert decrypted == plain
