@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Benchmark: a night's backup set - how long the clients are down, how long the set takes.
 
 A ~1 GB OMERO-like database (one PostgreSQL 17 container), a client container

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Benchmark: the recovery drill after losing the host, timed step by step.
 
 A ~1 GB OMERO-like database, a 1 GB binary repository (incremental), the

@@ -18,6 +18,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import hashlib
+import inspect
 import json
 import os
 import shlex
@@ -27,9 +28,9 @@ import sys
 
 from ansible_collections.nl_biomero.database.plugins.module_utils.backup_set import SET_MANIFEST
 from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
+from ansible_collections.nl_biomero.database.plugins.module_utils import offsite_store
 from ansible_collections.nl_biomero.database.plugins.module_utils.offsite_store import hash_file
 
-STORE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "offsite_store.py")
 _CHUNK = 1 << 20
 ENCRYPTED_SUFFIX = ".age"
 
@@ -41,7 +42,9 @@ class OffsiteError(NlbError):
 def store_argv(target, words):
     """The command line that runs one store command (``words``) at ``target``."""
     if target.get("directory"):
-        return [sys.executable, STORE_SCRIPT, target["directory"]] + list(words)
+        # the store's own source, run by this python: the same code as on a backup host, also when this
+        # module runs from an Ansible payload zip (where offsite_store.py is no file to run)
+        return [sys.executable, "-c", _store_source(), target["directory"]] + list(words)
     ssh = target["ssh"]
     argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=%d" % ssh.get("connect_timeout", 20),
             "-p", str(ssh.get("port") or 22)]
@@ -51,6 +54,10 @@ def store_argv(target, words):
         argv += ["-o", "UserKnownHostsFile=%s" % ssh["known_hosts"], "-o", "StrictHostKeyChecking=yes"]
     # The receiving key's forced command reads these words from SSH_ORIGINAL_COMMAND.
     return argv + ["%s@%s" % (ssh["user"], ssh["host"]), " ".join(shlex.quote(word) for word in words)]
+
+
+def _store_source():
+    return inspect.getsource(offsite_store)
 
 
 def set_files(set_path):

@@ -189,10 +189,12 @@ def test_one_run_copies_to_every_target_and_records_each_failure(pg_factory, bac
     # the catalogue lists what each target stores (also sets whose local copy is gone), re-reading them on request
     listed = run_module("nl_biomero.database.pg_backup_info", {
         "path": config["backup_dir"], "verify_checksums": True,
-        "offsite": vault + [ssh_target(backup_host, "closed", "big", port=1)]})
+        "offsite": vault + [ssh_target(backup_host, "closed", "big", port=1),
+                            {"name": "nas", "directory": str(tmp_path / "nas")}]})
     stored = dict((item["set"], item) for item in listed["remote"]["vault"]["sets"])
     assert sorted(stored) == [set_dir.name, good]
     assert stored[good]["verified"] and not stored[set_dir.name]["verified"]
     assert stored[set_dir.name]["problems"] == ["%s.age differs from the copy that was verified" % dump]
     assert listed["remote"]["closed"]["sets"] == [] and "Connection refused" in listed["remote"]["closed"]["error"]
-
+    assert [item["set"] for item in listed["remote"]["nas"]["sets"]] == [set_dir.name]  # a directory, from a module
+    assert listed["remote"]["nas"]["sets"][0]["verified"]
