@@ -17,7 +17,8 @@ def _modules():
             doc = yaml.safe_load(text.split('DOCUMENTATION = r"""', 1)[1].split('"""', 1)[0])
             options = set(doc.get("options") or {})
             fragments = doc.get("extends_documentation_fragment") or []
-            if any(fragment.startswith("nl_biomero.database.container") for fragment in fragments):
+            if any(fragment.startswith(("nl_biomero.database.container", "nl_biomero.database.engine_action"))
+                   for fragment in fragments):
                 options.add("engine")
             found[name[:-3]] = options
     return found
