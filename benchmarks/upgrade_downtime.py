@@ -69,9 +69,9 @@ USER = "omero"
 PASSWORD = "nlbbench pw"
 MB = 1000 * 1000
 SERVER_SETTINGS = ["shared_buffers=256MB", "max_wal_size=4GB", "checkpoint_timeout=30min"]
-# The logical strategy needs wal_level=logical; the benchmark's old server has it from the start, as
-# after the role's prepare step in an earlier maintenance window (that restart is not measured here).
-STRATEGY_SETTINGS = {"logical": ["wal_level=logical"]}
+# The logical strategy needs wal_level=logical: the benchmark sets it (ALTER SYSTEM and a restart)
+# before the clock starts, as the role's prepare step would in an earlier maintenance window.
+PREPARE_SQL = {"logical": "ALTER SYSTEM SET wal_level = logical;"}
 TABLES = ("job", "image", "annotation", "eventlog")
 STRATEGIES = ("dump_restore", "pipe", "logical", "script")
 DEFAULT_STRATEGIES = ("logical", "pipe", "dump_restore")
@@ -227,7 +227,7 @@ class Bench:
                 raise BenchError("the server in %s did not start: %s" % (container, (logs + errs)[-2000:]))
             time.sleep(0.2)
 
-    def start_instance(self, volume, settings=()):
+    def start_instance(self, volume):
         """The old instance, shaped like the platform's OMERO DB (network alias, health check, settings)."""
         argv = [self.engine, "run", "-d", "--name", self.instance, "--network", self.network,
                 "--network-alias", self.prefix + "-database", "-v", "%s:%s" % (volume, PGDATA),
@@ -235,7 +235,7 @@ class Bench:
                 "--health-cmd", "pg_isready -U %s -d %s" % (USER, DB), "--health-interval", "1s",
                 "--health-retries", "30", "--shm-size=256m", "--stop-signal", "SIGINT", self.args.old_image,
                 "postgres"]
-        for setting in list(SERVER_SETTINGS) + list(settings):
+        for setting in SERVER_SETTINGS:
             argv += ["-c", setting]
         run(argv)
         self.wait_ready(self.instance)
@@ -352,7 +352,11 @@ class Bench:
         run([self.engine, "volume", "create", self.volume])
         run([self.engine, "run", "--rm", "--network", "none", "--entrypoint", "cp", "-v", "%s:/from:ro" % self.golden,
              "-v", "%s:/to" % self.volume, self.args.old_image, "-a", "/from/.", "/to/"])
-        self.start_instance(self.volume, STRATEGY_SETTINGS.get(strategy, ()))
+        self.start_instance(self.volume)
+        if strategy in PREPARE_SQL:
+            self.psql(PREPARE_SQL[strategy])
+            run([self.engine, "restart", "-t", "60", self.instance])
+            self.wait_ready(self.instance)
         run([self.engine, "run", "-d", "--name", self.client, "--network", self.network, "--entrypoint", "sleep",
              "--stop-signal", "SIGKILL", self.args.old_image, "infinity"])
         log("%s %s: copied the volume and started %s, %s in %.0f s"
@@ -580,7 +584,8 @@ LABELS = {"dump_restore": "role, `dump_restore`", "pipe": "role, `pipe`", "logic
 def _writer_cell(res):
     if "writer_committed" not in res:
         return "-"
-    text = "%s / %s" % ("{:,}".format(res["writer_committed"]), "{:,}".format(res["writer_found"]))
+    text = "%s / %s (%.0f s)" % ("{:,}".format(res["writer_committed"]), "{:,}".format(res["writer_found"]),
+                                 res.get("writer_s") or 0)
     if res["writer_missing"] or not res["writer_balance_ok"]:
         text += " **%d MISSING%s**" % (res["writer_missing"], "" if res["writer_balance_ok"] else ", balances off")
     return text
@@ -645,7 +650,7 @@ def build_report(bench, args, started_utc, total):
         % (min(loads) if loads else 0, max(loads) if loads else 0, fmt_load(facts.get("load_start")),
            fmt_load(facts.get("load_end")), os.cpu_count() or 0, how, args.writer_rate),
         "",
-        "| size | method | downtime (s) | total wall (s) | writer rows committed / in new cluster | WAL generated "
+        "| size | method | downtime (s) | total wall (s) | writer rows committed / in new cluster (ran) | WAL generated "
         "| extra disk | rows after | steps (s) |",
         "|---|---|---:|---:|---:|---:|---|---:|---|",
     ]
@@ -675,8 +680,9 @@ def build_report(bench, args, started_utc, total):
         "How it is measured:",
         "- Each method starts from an identical copy of the size's PostgreSQL 15 volume (copied with `cp -a` "
         "before the clock starts), the old instance running with a network alias, a health check and one "
-        "listed client container. For `logical` the old server runs with `wal_level=logical` from the start "
-        "(as after the role's prepare step in an earlier maintenance window; that restart is not measured).",
+        "listed client container. For `logical` the old server is given `wal_level=logical` (`ALTER SYSTEM` and "
+        "a restart) before the clock starts, as the role's prepare step would do in an earlier maintenance "
+        "window; that restart is not measured.",
         "- Role rows: `ansible-playbook` on a generated playbook applying `nl_biomero.database.postgres_upgrade` "
         "to localhost (connection local). Downtime and the step durations are the role's own "
         "`postgres_upgrade_report` (`downtime_s`: clients stopped -> clients started); total wall is the whole "
@@ -703,7 +709,9 @@ def build_report(bench, args, started_utc, total):
 
 def section_text(report, args):
     how = "--quick" if args.quick else "--sizes %s" % ",".join("%g" % s for s in args.sizes)
-    how += " --strategies %s --writer-rate %s --runs %d" % (",".join(args.chosen), args.writer_rate, args.runs)
+    how += " --strategies %s --writer-rate %g --runs %d" % (",".join(args.chosen), args.writer_rate, args.runs)
+    if getattr(args, "script_sizes", None):
+        how += " --script-sizes %s" % ",".join("%g" % s for s in args.script_sizes)
     return (
         "`benchmarks/upgrade_downtime.py` (`source scripts/env.sh; link_collection; python "
         "benchmarks/upgrade_downtime.py [--quick] [--sizes 1,4] [--strategies ...] [--writer-rate N] [--runs N]`) "
@@ -748,6 +756,9 @@ def main(argv=None):
     parser.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
                         help="comma-separated, in the order run, from %s (default %s)"
                         % (",".join(STRATEGIES), ",".join(DEFAULT_STRATEGIES)))
+    parser.add_argument("--script-sizes", default=None,
+                        help="sizes (GB) at which the platform script's method is measured too (default: the "
+                        "smallest size; none: never)")
     parser.add_argument("--writer-rate", type=float, default=50.0,
                         help="writer transactions a second (default 50; 0: no writer)")
     parser.add_argument("--runs", type=int, default=1,
@@ -776,6 +787,16 @@ def main(argv=None):
     if not args.chosen or any(s not in STRATEGIES for s in args.chosen):
         parser.error("--strategies: choose from %s (got %r)" % (", ".join(STRATEGIES), args.strategies))
 
+    if args.script_sizes is None:
+        args.script_sizes = [min(args.sizes)]
+    elif args.script_sizes.strip().lower() in ("", "none"):
+        args.script_sizes = []
+    else:
+        try:
+            args.script_sizes = [float(s) for s in args.script_sizes.split(",") if s.strip()]
+        except ValueError:
+            parser.error("--script-sizes: comma-separated numbers of GB or none (got %r)" % args.script_sizes)
+
     signal.signal(signal.SIGTERM, _interrupt)
     started_utc = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
     clock = time.monotonic()
@@ -790,7 +811,8 @@ def main(argv=None):
             bench.generate(size_gb)
             for round_no in range(args.runs):
                 log("%s: round %d of %d" % (bench.size, round_no + 1, args.runs))
-                for strategy in args.chosen:
+                extra = ["script"] if size_gb in args.script_sizes and "script" not in args.chosen else []
+                for strategy in args.chosen + extra:
                     bench.measure(strategy)
                     if args.json:
                         save_json(args.json, bench, args, started_utc, time.monotonic() - clock)
