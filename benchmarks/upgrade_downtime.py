@@ -430,7 +430,8 @@ class Bench:
             raise BenchError("%s: outcome %s: %s" % (strategy, entry.get("outcome"), entry.get("reason")))
         result = {"downtime": float(entry["downtime_s"]), "duration": float(entry["duration_s"]), "wall": wall,
                   "bytes": int(entry.get("bytes_moved") or 0), "steps": entry.get("steps_s") or {},
-                  "rows": self.rows(self.instance), "version": entry.get("to_version")}
+                  "rows": self.rows(self.instance), "version": entry.get("to_version"),
+                  "logical": entry.get("logical")}
         result.update(self.writer_check(writer, watcher, started))
         result.update(self.disk(entry, wal_before, lsn_start, watcher.wal_peak))
         if strategy == "dump_restore":
