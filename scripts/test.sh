@@ -23,7 +23,8 @@ echo "==> integration tests and Molecule scenarios (real engine: $NLB_ENGINE), i
 host_wide=(test_backup_catalogue test_backup_cron test_backup_faults test_backup_lock test_backup_run
            test_example_inventory test_restore_lock test_stack test_credentials test_compose_provision)
 # Integration tests of the upgrade stream (beside its scenarios, to balance the streams).
-upgrade_tests=(tests/integration/test_pg18.py tests/integration/test_compose.py tests/integration/test_compose_ops.py)
+upgrade_tests=(tests/integration/test_pg18.py tests/integration/test_compose.py tests/integration/test_compose_ops.py
+               tests/integration/test_upgrade_logical.py)
 host_args=() other_args=()
 for name in "${host_wide[@]}"; do
     host_args+=("tests/integration/$name.py")

@@ -325,9 +325,11 @@ class Preflight:
 # Strategy pipe: pg_dump of the old server streamed into pg_restore of the new.
 # ---------------------------------------------------------------------------
 
-def pipe_dump_argv(database):
-    """pg_dump of ``database`` to stdout, custom format, uncompressed (nothing is stored, CPU is the limit)."""
-    return ["pg_dump", "--format=custom", "--compress=0", "--no-password", "--dbname=" + conninfo_dbname(database)]
+def pipe_dump_argv(database, schema_only=False):
+    """pg_dump of ``database`` to stdout, custom format, uncompressed (nothing is stored, CPU is the limit);
+    ``schema_only``: the definitions without the data (strategy logical: replication brings the rows)."""
+    return (["pg_dump", "--format=custom", "--compress=0", "--no-password", "--dbname=" + conninfo_dbname(database)]
+            + (["--schema-only"] if schema_only else []))
 
 
 class Pipe:
@@ -392,22 +394,15 @@ class Pipe:
         self._create(database, options, owner)
         return {"database": database, "bytes": 0, "seconds": 0, "properties": self._apply(database, statements)}
 
-    def copy_database(self, database, owner=None, maintenance_work_mem=None):
-        """Stream one database; creates it in the target (owned by ``owner``) unless it exists and is empty.
-
-        Its properties (owner, encoding and locale, connection limit, ACL,
-        comment, settings, settings of roles in it) are applied after the data.
-        """
-        options, statements = self.source_properties(database)
-        self._create(database, options, owner)
+    def stream(self, database, dump_command, maintenance_work_mem=None):
+        """``dump_command`` (a pg_dump to stdout, custom format) in the source piped into pg_restore of
+        ``database`` in the target; returns the bytes streamed."""
         src_env = self.source.env(database)
         dst_env = self.target.env(database)
         dst_env["PGOPTIONS"] = session_options(maintenance_work_mem)
-        dump_argv = self.source.engine.exec_argv(self.source.container, pipe_dump_argv(database),
-                                                 env_names=sorted(src_env))
+        dump_argv = self.source.engine.exec_argv(self.source.container, dump_command, env_names=sorted(src_env))
         restore_argv = self.target.engine.exec_argv(self.target.container, pg_restore_argv(database),
                                                     env_names=sorted(dst_env), interactive=True)
-        started = time.time()
         # Through an OS pipe: the dump is never held in memory or written to disk.
         dump, restore = pipe(dump_argv, restore_argv, first_env=src_env, second_env=dst_env)
         if dump.rc != 0:
@@ -416,9 +411,22 @@ class Pipe:
         if restore.rc != 0:
             raise UpgradeError("pg_restore of %s into %s failed (exit %s): %s" % (
                 database, self.target.container, restore.rc, restore.stderr[-2000:]))
-        self.target.query("ANALYZE", database=database)
+        return dump.bytes
+
+    def copy_database(self, database, owner=None, maintenance_work_mem=None, schema_only=False):
+        """Stream one database; creates it in the target (owned by ``owner``) unless it exists and is empty.
+
+        Its properties (owner, encoding and locale, connection limit, ACL,
+        comment, settings, settings of roles in it) are applied after the data.
+        """
+        options, statements = self.source_properties(database)
+        self._create(database, options, owner)
+        started = time.time()
+        moved = self.stream(database, pipe_dump_argv(database, schema_only), maintenance_work_mem)
+        if not schema_only:
+            self.target.query("ANALYZE", database=database)
         applied = self._apply(database, statements)
-        return {"database": database, "bytes": dump.bytes, "seconds": round(time.time() - started, 2),
+        return {"database": database, "bytes": moved, "seconds": round(time.time() - started, 2),
                 "properties": applied}
 
 
@@ -460,14 +468,15 @@ def fingerprint_result(container, engine="auto", login_user=None, login_password
 
 
 def pipe_result(container, target_container, databases, engine="auto", login_user=None, login_password=None,
-                owners=None, globals=True, maintenance_work_mem=None, properties_only=None):
-    """pg_upgrade_pipe: globals, then each database streamed from ``container`` into ``target_container``,
-    then only the properties of ``properties_only`` (created without data when missing)."""
+                owners=None, globals=True, maintenance_work_mem=None, properties_only=None, schema_only=False):
+    """pg_upgrade_pipe: globals, then each database streamed from ``container`` into ``target_container``
+    (only its definitions with ``schema_only``), then only the properties of ``properties_only`` (created
+    without data when missing)."""
     source = PgContainer(container, engine, login_user, login_password)
     target = PgContainer(target_container, engine, login_user, login_password)
     mover = Pipe(source, target)
     report = mover.copy_globals() if globals else {}
-    moved = [mover.copy_database(db, (owners or {}).get(db), maintenance_work_mem) for db in databases]
+    moved = [mover.copy_database(db, (owners or {}).get(db), maintenance_work_mem, schema_only) for db in databases]
     moved += [mover.copy_properties(db, (owners or {}).get(db)) for db in properties_only or []]
     return {"changed": True, "databases": moved, "bytes": sum(item["bytes"] for item in moved), "globals": report}
 

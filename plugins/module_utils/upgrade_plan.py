@@ -77,8 +77,8 @@ def disk_estimate(database_bytes, strategy, margin=1.5):
     written during the restore. An archive is at most the size of the data
     (compression makes it much smaller, a conservative estimate keeps it).
     """
-    if strategy not in ("dump_restore", "pipe"):
-        raise UpgradeError("unknown strategy %r (dump_restore or pipe)" % (strategy,))
+    if strategy not in ("dump_restore", "pipe", "logical"):
+        raise UpgradeError("unknown strategy %r (dump_restore, pipe or logical)" % (strategy,))
     total = sum(int(size) for size in database_bytes)
     volume = int(total * float(margin))
     dump = int(total * float(margin) / 2) if strategy == "dump_restore" else 0

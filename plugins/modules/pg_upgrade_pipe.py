@@ -57,6 +57,12 @@ options:
   maintenance_work_mem:
     description: C(maintenance_work_mem) of the restoring session (index builds).
     type: str
+  schema_only:
+    description:
+      - Move only the definitions of O(databases) (C(pg_dump --schema-only)), no rows, for the C(logical) strategy
+        where logical replication brings the rows. Their properties are carried all the same.
+    type: bool
+    default: false
   properties_only:
     description:
       - Databases whose database-level properties only are carried, after O(databases); one the target lacks is
@@ -121,6 +127,7 @@ def main():
             globals=dict(type="bool", default=True),
             maintenance_work_mem=dict(type="str"),
             properties_only=dict(type="list", elements="str", default=[]),
+            schema_only=dict(type="bool", default=False),
         ),
         supports_check_mode=False,
     )

@@ -45,7 +45,7 @@ options:
   strategy:
     description: How the data will move (changes the disk estimate); see the C(postgres_upgrade) role.
     type: str
-    choices: [dump_restore, pipe]
+    choices: [dump_restore, pipe, logical]
     default: dump_restore
   dump_dir:
     description: Directory on the host for the dump (O(strategy=dump_restore)); its free space is checked.
@@ -193,7 +193,7 @@ def main():
     module = AnsibleModule(
         argument_spec=container_argument_spec(
             target_image=dict(type="str", required=True),
-            strategy=dict(type="str", default="dump_restore", choices=["dump_restore", "pipe"]),
+            strategy=dict(type="str", default="dump_restore", choices=["dump_restore", "pipe", "logical"]),
             dump_dir=dict(type="path"),
             clients=dict(type="list", elements="str", default=[]),
             allow_same_major=dict(type="bool", default=False),

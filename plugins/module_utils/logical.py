@@ -1,0 +1,384 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, NL-BIOMERO database maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Strategy ``logical`` of the upgrade: the new cluster catches up with the old one through logical replication.
+
+One publication ``nlb_upgrade`` (FOR ALL TABLES) per database on the old
+server, one subscription ``nlb_upgrade_<db>`` per database in the staging
+cluster (its slot on the old server has the same name). The old server keeps
+serving while the rows are copied; the switchover (clients stopped, write
+fence up) only waits for the last changes, sets the sequences, copies the large
+objects (logical replication carries neither) and drops everything the
+replication made. :meth:`Logical.cleanup` is the one way those objects go, on
+success and on every failure path (also after a killed run: the recovery calls
+it with the staging cluster already gone and drops the slots directly).
+
+Pure rules first (unit tested), then the host actions.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import re
+import time
+
+from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
+from ansible_collections.nl_biomero.database.plugins.module_utils.pg_archive import conninfo_dbname
+from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, container_env
+from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade import Pipe
+from ansible_collections.nl_biomero.database.plugins.module_utils.write_fence import quote_ident, quote_literal
+
+PUBLICATION = "nlb_upgrade"
+PREFIX = "nlb_upgrade_"
+# Schemas that are never the user's.
+_USER_SCHEMA = "%s.nspname NOT IN ('pg_catalog', 'information_schema') AND %s.nspname !~ '^pg_(toast|temp_)'"
+
+
+class LogicalError(NlbError):
+    """The logical copy cannot go on (message names the database, table, object or setting)."""
+
+
+# ---------------------------------------------------------------------------
+# Pure rules
+# ---------------------------------------------------------------------------
+
+def subscription_names(databases):
+    """{database: subscription and slot name}: ``nlb_upgrade_`` and the database name in lower case letters,
+    digits and '_' (what a slot name allows), made unique with a number; at most 63 characters."""
+    names = {}
+    taken = set()
+    for database in databases:
+        base = PREFIX + (re.sub(r"[^a-z0-9_]", "_", database.lower())[:40] or "db")
+        name, number = base, 1
+        while name in taken:
+            number += 1
+            name = "%s_%d" % (base, number)
+        taken.add(name)
+        names[database] = name
+    return names
+
+
+def _conninfo_value(value):
+    return "'%s'" % str(value).replace("\\", "\\\\").replace("'", "\\'")
+
+
+def conninfo(host, port, database, user, password=None):
+    """The libpq connection string of a subscription (every value quoted)."""
+    items = [("host", host), ("port", port), ("dbname", database), ("user", user),
+             ("application_name", "nlb_upgrade")]
+    if password:
+        items.append(("password", password))
+    return " ".join("%s=%s" % (key, _conninfo_value(value)) for key, value in items)
+
+
+def lsn_int(text):
+    """'16/B374D848' -> an integer that orders like the LSN."""
+    high, low = text.strip().split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def catalog_changes(before, after):
+    """Objects whose definition differs between two catalog readings ({database: {object: digest}}):
+    ['omero: changed table public.image', ...]."""
+    changes = []
+    for database in sorted(set(before) | set(after)):
+        old, new = before.get(database) or {}, after.get(database) or {}
+        for name in sorted(set(old) | set(new)):
+            if name not in new:
+                changes.append("%s: dropped %s" % (database, name))
+            elif name not in old:
+                changes.append("%s: new %s" % (database, name))
+            elif old[name] != new[name]:
+                changes.append("%s: changed %s" % (database, name))
+    return changes
+
+
+def setval_script(rows):
+    """SQL setting each sequence as it was: rows are (qualified name, value, is_called)."""
+    return "".join("SELECT setval(%s::regclass, %d, %s);\n" % (quote_literal(name), int(value),
+                                                              "true" if called else "false")
+                   for name, value, called in rows)
+
+
+def large_objects_dump_argv(database):
+    """pg_dump of the large objects of ``database`` only (their owners, ACLs and comments too).
+
+    pg_catalog both included and excluded leaves no schema to dump (a pattern matching no schema is an error),
+    and ``-b`` (``--large-objects``, 15 calls it ``--blobs``) brings the large objects back.
+    """
+    return ["pg_dump", "--format=custom", "--compress=0", "--no-password", "-b", "--schema=pg_catalog",
+            "--exclude-schema=pg_catalog", "--dbname=" + conninfo_dbname(database)]
+
+
+def scrub(text, secret):
+    """``text`` without ``secret`` (an error of the server may quote the statement)."""
+    return text.replace(secret, "********") if secret else text
+
+
+# Definitions that logical replication needs to stay the same: relations with their columns, constraints,
+# indexes, enum and domain types. One digest per object; names are quoted by the server.
+SQL_CATALOG = r"""SELECT coalesce(json_object_agg(k, md5(v)), '{}')::text FROM (
+  SELECT CASE c.relkind WHEN 'r' THEN 'table ' WHEN 'p' THEN 'table ' WHEN 'v' THEN 'view '
+           WHEN 'm' THEN 'materialized view ' WHEN 'S' THEN 'sequence ' WHEN 'f' THEN 'foreign table '
+           ELSE 'type ' END || format('%%I.%%I', n.nspname, c.relname) AS k,
+    c.relkind::text || ':' || c.relpersistence::text || ':' || c.relreplident::text || ':' || coalesce((
+      SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+                        || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+                        || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), ''), ', ' ORDER BY a.attnum)
+      FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '') AS v
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c') AND %(c)s
+  UNION ALL
+  SELECT 'index ' || format('%%I.%%I', n.nspname, c.relname), pg_get_indexdef(c.oid)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('i', 'I') AND %(c)s
+  UNION ALL
+  SELECT 'constraint ' || format('%%I', con.conname) || ' on '
+         || coalesce(nullif(con.conrelid, 0)::regclass::text, format_type(con.contypid, NULL)),
+         pg_get_constraintdef(con.oid)
+  FROM pg_constraint con JOIN pg_namespace n ON n.oid = con.connamespace WHERE %(n)s
+  UNION ALL
+  SELECT 'type ' || format('%%I.%%I', n.nspname, t.typname), t.typtype::text || ':' || format_type(t.typbasetype, t.typtypmod)
+         || ':' || coalesce((SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder) FROM pg_enum e
+                             WHERE e.enumtypid = t.oid), '')
+  FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.typtype IN ('d', 'e') AND %(n)s
+) o""" % {"c": _USER_SCHEMA % ("n", "n"), "n": _USER_SCHEMA % ("n", "n")}
+# Every sequence: qualified name, value to set, whether nextval() was called.
+SQL_SEQUENCES = r"""SELECT coalesce(json_agg(json_build_array(format('%I.%I', schemaname, sequencename),
+  coalesce(last_value, start_value), last_value IS NOT NULL) ORDER BY 1), '[]')::text FROM pg_sequences"""
+SQL_LARGE_OBJECTS = ("SELECT count(*), coalesce(sum(octet_length(data)), 0) FROM pg_largeobject_metadata m "
+                     "LEFT JOIN pg_largeobject l ON l.loid = m.oid")
+# Our slots on the old server (the tablesync ones carry the subscriber's system identifier).
+SQL_SLOTS = r"""SELECT slot_name, database, coalesce(active_pid::text, ''),
+  coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint::text, ''),
+  coalesce(confirmed_flush_lsn::text, '')
+  FROM pg_replication_slots WHERE slot_name LIKE 'nlb\_upgrade\_%%' OR slot_name ~ %s ORDER BY 1"""
+SQL_SUBSCRIPTIONS = (r"SELECT s.subname, d.datname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid "
+                     r"WHERE s.subname LIKE 'nlb\_upgrade\_%' ORDER BY 1")
+SQL_RELATIONS_NOT_READY = (r"SELECT coalesce(string_agg(r.srrelid::regclass::text || ':' || r.srsubstate::text, ', '), '') "
+                           r"FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid "
+                           r"WHERE s.subname = %s AND r.srsubstate <> 'r'")
+SQL_SUBSCRIPTION_ERRORS = (r"SELECT coalesce(sum(apply_error_count + sync_error_count), 0) "
+                           r"FROM pg_stat_subscription_stats WHERE subname LIKE 'nlb\_upgrade\_%'")
+
+
+def sync_slot_pattern(sysid):
+    """Regular expression of the tablesync slots a subscriber with system identifier ``sysid`` makes."""
+    return "^pg_[0-9]+_sync_[0-9]+_%s$" % (int(sysid) if sysid else "nlb_none")
+
+
+# ---------------------------------------------------------------------------
+# Host actions
+# ---------------------------------------------------------------------------
+
+class Logical:
+    """Replication from ``source`` (the old server, a PgContainer) into ``target`` (staging, or None when gone)."""
+
+    def __init__(self, source, target=None, password=None, poll=1.0):
+        self.source = source
+        self.target = target
+        self.password = password
+        self.poll = poll
+
+    def _q(self, pg, sql, database=None):
+        try:
+            return pg.query(sql, database=database)
+        except NlbError as exc:
+            raise LogicalError(scrub(str(exc), self.password))
+
+    def _scalar(self, pg, sql, database=None):
+        rows = self._q(pg, sql, database)
+        return rows[0][0] if rows else ""
+
+    def databases(self):
+        return [row[0] for row in self._q(self.source, "SELECT datname FROM pg_database WHERE datallowconn "
+                                                       "AND NOT datistemplate ORDER BY 1")]
+
+    def catalog(self, databases):
+        return dict((db, json.loads(self._scalar(self.source, SQL_CATALOG, db))) for db in databases)
+
+    def ddl_check(self, before):
+        changes = catalog_changes(before, self.catalog(sorted(before)))
+        if changes:
+            more = " (and %d more)" % (len(changes) - 10) if len(changes) > 10 else ""
+            raise LogicalError("the schema of the old server changed during the copy (DDL): %s%s; logical "
+                               "replication does not carry DDL, the upgrade stops (run it again once the schema "
+                               "stays the same)" % ("; ".join(changes[:10]), more), {"ddl_changes": changes})
+
+    def sysid(self):
+        return self._scalar(self.target, "SELECT system_identifier FROM pg_control_system()")
+
+    def subscribe(self, databases, host):
+        """A publication per database on the source, then a subscription per database in the target."""
+        names = subscription_names(databases)
+        port = container_env(self.source.info, "PGPORT", "5432")
+        for database in databases:
+            self._q(self.source, "CREATE PUBLICATION %s FOR ALL TABLES" % PUBLICATION, database)
+        for database in databases:
+            info = conninfo(host, port, database, self.source.user, self.password)
+            self._q(self.target, "CREATE SUBSCRIPTION %s CONNECTION %s PUBLICATION %s WITH (slot_name = %s)"
+                    % (quote_ident(names[database]), quote_literal(info), PUBLICATION,
+                       quote_literal(names[database])), database)
+        return names
+
+    def slots(self, sysid=None):
+        rows = self._q(self.source, SQL_SLOTS % quote_literal(sync_slot_pattern(sysid)))
+        return [{"slot": r[0], "database": r[1], "pid": r[2], "lag": int(r[3]) if r[3] else None, "lsn": r[4]}
+                for r in rows]
+
+    def _wait(self, what, timeout, check):
+        """Poll ``check`` (returns None when done, else what is still missing) until ``timeout`` seconds."""
+        deadline = time.time() + timeout
+        while True:
+            missing = check()
+            if missing is None:
+                return
+            if time.time() > deadline:
+                errors = self._scalar(self.target, SQL_SUBSCRIPTION_ERRORS) if self.target else "0"
+                raise LogicalError("%s did not happen within %s s: %s%s" % (
+                    what, timeout, missing, "" if errors in ("0", "") else
+                    "; the subscriptions in %s report %s apply/sync errors (its log says why)"
+                    % (self.target.container, errors)))
+            time.sleep(self.poll)
+
+    def wait_synced(self, names, catalog, timeout, max_lag):
+        """Every table of every subscription copied (state r) and each slot within ``max_lag`` bytes."""
+        started = time.time()
+
+        def check():
+            self.ddl_check(catalog)
+            for database, name in sorted(names.items()):
+                pending = self._scalar(self.target, SQL_RELATIONS_NOT_READY % quote_literal(name), database)
+                if pending:
+                    return "tables of %s still copying: %s" % (database, pending)
+            lags = dict((s["slot"], s["lag"]) for s in self.slots())
+            behind = [(n, lags.get(n)) for n in sorted(names.values())
+                      if lags.get(n) is None or lags[n] > max_lag]
+            if behind:
+                return "slots behind: %s" % ", ".join("%s (%s bytes)" % item for item in behind)
+            return None
+
+        self._wait("the initial copy", timeout, check)
+        return round(time.time() - started, 2)
+
+    def catch_up(self, names, timeout):
+        """Wait until each slot confirmed the old server's current WAL position (taken now, writes fenced)."""
+        started = time.time()
+        position = self._scalar(self.source, "SELECT pg_current_wal_lsn()")
+
+        def check():
+            done = dict((s["slot"], s["lsn"]) for s in self.slots())
+            behind = [n for n in sorted(names.values()) if not done.get(n) or lsn_int(done[n]) < lsn_int(position)]
+            return "slots %s below %s" % (", ".join(behind), position) if behind else None
+
+        self._wait("the final catch-up", timeout, check)
+        return position, round(time.time() - started, 2)
+
+    def copy_sequences(self, databases):
+        count = 0
+        for database in databases:
+            rows = json.loads(self._scalar(self.source, SQL_SEQUENCES, database))
+            if rows:
+                self._q(self.target, setval_script(rows), database)
+            count += len(rows)
+        return count
+
+    def copy_large_objects(self, databases, pipe):
+        """Large objects: pg_dump of them alone streamed into pg_restore (``pipe``: upgrade.Pipe's stream)."""
+        found = {"count": 0, "bytes": 0}
+        for database in databases:
+            count, size = self._q(self.source, SQL_LARGE_OBJECTS, database)[0]
+            if int(count):
+                pipe(database, large_objects_dump_argv(database))
+                found["count"] += int(count)
+                found["bytes"] += int(size)
+        return found
+
+    def cleanup(self, sysid=None, timeout=60):
+        """Drop the subscriptions (target, when it runs), our slots and publications (source). Idempotent."""
+        dropped = {"subscriptions": [], "slots": [], "publications": []}
+        if self.target is not None:
+            for name, database in self._q(self.target, SQL_SUBSCRIPTIONS):
+                sub = quote_ident(name)
+                # Detached from its slot first: the drop then never waits on the old server.
+                self._q(self.target, "ALTER SUBSCRIPTION %s DISABLE; ALTER SUBSCRIPTION %s SET (slot_name = NONE); "
+                        "DROP SUBSCRIPTION %s" % (sub, sub, sub), database)
+                dropped["subscriptions"].append(name)
+            sysid = sysid or self.sysid()
+        deadline = time.time() + timeout
+        while True:
+            slots = self.slots(sysid)
+            if not slots:
+                break
+            for slot in slots:
+                # A walsender still streaming the slot (its subscriber disabled, killed or removed) is ended first.
+                sql = ("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                       "WHERE slot_name = %s AND active_pid IS NOT NULL" % quote_literal(slot["slot"]))
+                self._q(self.source, sql, slot["database"])
+                try:
+                    self.source.query("SELECT pg_drop_replication_slot(%s)" % quote_literal(slot["slot"]),
+                                      database=slot["database"])
+                    dropped["slots"].append(slot["slot"])
+                except NlbError:
+                    if time.time() > deadline:
+                        raise LogicalError("replication slot %s on %s could not be dropped within %s s; drop it "
+                                           "by hand (SELECT pg_drop_replication_slot('%s')): a forgotten slot "
+                                           "keeps WAL until the disk is full"
+                                           % (slot["slot"], self.source.container, timeout, slot["slot"]))
+            time.sleep(0.2 if slots else 0)
+        for database in self.databases():
+            if self._q(self.source, "SELECT 1 FROM pg_publication WHERE pubname = %s" % quote_literal(PUBLICATION),
+                       database):
+                # The old server may be fenced (read-only by default): this session writes.
+                self._q(self.source, "SET default_transaction_read_only = off; DROP PUBLICATION IF EXISTS %s"
+                        % PUBLICATION, database)
+                dropped["publications"].append(database)
+        return dropped
+
+
+# ---------------------------------------------------------------------------
+# The module's call
+# ---------------------------------------------------------------------------
+
+def _password(source, login_password):
+    """The password the subscriptions connect with: the login password, else the old container's own."""
+    return login_password or container_env(source.info, "POSTGRES_PASSWORD")
+
+
+def logical_result(step, container, engine="auto", login_user=None, login_password=None, target_container=None,
+                   databases=None, host=None, catalog=None, sysid=None, timeout=3600, max_lag_bytes=16 << 20):
+    """pg_upgrade_logical: one step of the logical copy (begin, subscribe, synced, switchover, absent)."""
+    source = PgContainer(container, engine, login_user, login_password)
+    target = None
+    if target_container:
+        # Cleaning up, a staging container that is gone or stopped is left to the recovery (its slots are dropped here).
+        running = ((source.engine.inspect(target_container) or {}).get("State") or {}).get("Running")
+        if step != "absent" or running:
+            target = PgContainer(target_container, engine, login_user, login_password)
+    logical = Logical(source, target, _password(source, login_password))
+    databases = list(databases or [])
+    result = {"changed": step != "begin", "step": step}
+    if step == "begin":
+        result.update(catalog=logical.catalog(databases), sysid=logical.sysid())
+    elif step == "subscribe":
+        result["subscriptions"] = logical.subscribe(databases, host or container)
+    elif step == "synced":
+        names = subscription_names(databases)
+        result.update(subscriptions=names, copy_s=logical.wait_synced(names, catalog or {}, timeout, max_lag_bytes))
+    elif step == "switchover":
+        names = subscription_names(databases)
+        started = time.time()
+        logical.ddl_check(catalog or {})
+        result["wal_position"], result["catch_up_s"] = logical.catch_up(names, timeout)
+        result["sequences"] = logical.copy_sequences(databases)
+        result["large_objects"] = logical.copy_large_objects(databases, Pipe(source, target).stream)
+        result["dropped"] = logical.cleanup(sysid)
+        result["switchover_s"] = round(time.time() - started, 2)
+    elif step == "absent":
+        result["dropped"] = logical.cleanup(sysid)
+        result["changed"] = any(result["dropped"].values())
+    else:
+        raise LogicalError("step %r is not one of begin, subscribe, synced, switchover, absent" % (step,))
+    return result
