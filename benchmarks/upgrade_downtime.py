@@ -613,14 +613,14 @@ def targets(bench, sizes):
             continue
         down = logical["downtime"]
         inside = downtime_steps(logical["steps"])
-        top = max(inside.items(), key=lambda item: item[1]) if inside else ("?", 0)
+        top = sorted(inside.items(), key=lambda item: -item[1])[:3]
         line = "- %s: `logical` downtime %.1f s: target under 10 s %s" % (size, down, "met" if down < 10 else "NOT met")
         pipe = pick(runs_of(bench.results, size, "pipe"))
         if pipe:
             ratio = down / pipe["downtime"]
             line += "; %.2fx `pipe` (%.1f s)%s" % (ratio, pipe["downtime"], (
                 ": target <= 0.2x %s" % ("met" if ratio <= 0.2 else "NOT met")) if size == sizes[-1] else "")
-        line += "; longest step inside the downtime: `%s` %.1f s" % top
+        line += "; longest steps inside the downtime: %s" % ", ".join("`%s` %.1f s" % item for item in top)
         lines.append(line)
     return lines
 
