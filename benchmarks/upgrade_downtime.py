@@ -621,6 +621,10 @@ def targets(bench, sizes):
             line += "; %.2fx `pipe` (%.1f s)%s" % (ratio, pipe["downtime"], (
                 ": target <= 0.2x %s" % ("met" if ratio <= 0.2 else "NOT met")) if size == sizes[-1] else "")
         line += "; longest steps inside the downtime: %s" % ", ".join("`%s` %.1f s" % item for item in top)
+        own = logical.get("logical") or {}
+        if own:
+            line += (" (the role's own logical figures: initial copy %s s, catch-up %s s, switchover %s s)"
+                     % (own.get("copy_s", "?"), own.get("catch_up_s", "?"), own.get("switchover_s", "?")))
         lines.append(line)
     return lines
 
