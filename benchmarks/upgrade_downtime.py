@@ -597,8 +597,8 @@ def _disk_cell(res):
     if res.get("archive"):
         parts.append("archive %s" % fmt_mb(res["archive"]))
     if "wal_before" in res:
-        parts.append("old pg_wal +%s (peak +%s)" % (fmt_mb(res["wal_after"] - res["wal_before"]),
-                                                   fmt_mb(res["wal_peak"] - res["wal_before"])))
+        parts.append("old pg_wal %+.0f MB (peak %+.0f MB)" % ((res["wal_after"] - res["wal_before"]) / MB,
+                                                           (res["wal_peak"] - res["wal_before"]) / MB))
     return ", ".join(parts)
 
 
