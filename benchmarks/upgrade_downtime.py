@@ -664,6 +664,9 @@ def build_report(bench, args, started_utc, total):
         for strategy in STRATEGIES:
             runs = runs_of(bench.results, size, strategy)
             if not runs:
+                if strategy in (getattr(args, "chosen", None) or ()):
+                    lines.append("| %s | %s | not measured: the run was stopped before it | | | | | | |"
+                                 % (size, LABELS[strategy]))
                 continue
             res = pick(runs)
             if res is None:
