@@ -618,7 +618,7 @@ def targets(bench, sizes):
         pipe = pick(runs_of(bench.results, size, "pipe"))
         if pipe:
             ratio = down / pipe["downtime"]
-            line += "; %.2fx `pipe` (%.1f s)%s" % (ratio, pipe["downtime"], (
+            line += "; %.3fx `pipe` (%.1f s)%s" % (ratio, pipe["downtime"], (
                 ": target <= 0.2x %s" % ("met" if ratio <= 0.2 else "NOT met")) if size == sizes[-1] else "")
         line += "; longest steps inside the downtime: %s" % ", ".join("`%s` %.1f s" % item for item in top)
         own = logical.get("logical") or {}
