@@ -597,8 +597,9 @@ def _disk_cell(res):
     if res.get("archive"):
         parts.append("archive %s" % fmt_mb(res["archive"]))
     if "wal_before" in res:
-        parts.append("old pg_wal %+.0f MB (peak %+.0f MB)" % ((res["wal_after"] - res["wal_before"]) / MB,
-                                                           (res["wal_peak"] - res["wal_before"]) / MB))
+        growth = (res["wal_after"] - res["wal_before"]) / MB
+        peak = (res["wal_peak"] - res["wal_before"]) / MB
+        parts.append("old pg_wal %+.0f MB (peak %+.0f MB)" % (growth, peak))
     return ", ".join(parts)
 
 
@@ -608,8 +609,8 @@ def targets(bench, sizes):
     for size in sizes:
         logical = pick(runs_of(bench.results, size, "logical"))
         if logical is None:
-            lines.append("- %s: no `logical` result (%s)" % (size, "failed" if runs_of(bench.results, size, "logical")
-                                                              else "not run"))
+            state = "failed" if runs_of(bench.results, size, "logical") else "not run"
+            lines.append("- %s: no `logical` result (%s)" % (size, state))
             continue
         down = logical["downtime"]
         inside = downtime_steps(logical["steps"])
@@ -631,7 +632,7 @@ def targets(bench, sizes):
 
 def build_report(bench, args, started_utc, total):
     facts = bench.facts
-    sizes = [s for s in facts.get("sizes", {})]
+    sizes = list(facts.get("sizes", {}))
     every = [r for size in sizes for strategy in STRATEGIES for r in runs_of(bench.results, size, strategy)]
     loads = [v for r in every for v in (r["load_before"][0], r["load_after"][0])]
     new_version = next((r["version"] for r in every if r.get("version")), "17")
