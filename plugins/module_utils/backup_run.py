@@ -521,6 +521,12 @@ class BackupRun:
                                           duration_s=round(time.monotonic() - started, 3), **details)
             raise
 
+    def _pg(self, entry, engine, password):
+        """The database container of ``entry``, its engine calls under timeouts.engine_call."""
+        pg = PgContainer(entry["container"], engine=engine.binary, user=entry["user"], password=password)
+        pg.engine.timeout = self.timeouts["engine_call"]
+        return pg
+
     def _snapshot_first(self, backup_set, engine, clients, held):
         """Clients held only while each database's snapshot is taken and the small folders copied.
 
@@ -536,9 +542,7 @@ class BackupRun:
                 with self._component(backup_set, entry["name"], "database", self.timeouts["lock_wait"],
                                      "the snapshot of %s (timeouts.lock_wait)" % entry["name"],
                                      container=entry["container"], database=entry["database"]):
-                    pg = PgContainer(entry["container"], engine=engine.binary, user=entry["user"],
-                                     password=resolve_password(entry, self.environ))
-                    pg.engine.timeout = self.timeouts["engine_call"]
+                    pg = self._pg(entry, engine, resolve_password(entry, self.environ))
                     taken[entry["name"]] = snapshots.enter_context(ExportedSnapshot(
                         pg, entry["database"], timeout=self.timeouts["dump"], lock_timeout=self.timeouts["lock_wait"]))
             for entry in config["paths"]:
@@ -592,8 +596,7 @@ class BackupRun:
                 dumped = PgDump(entry["container"], entry["database"], snapshot=snapshot.snapshot_id, **options).run()
             elif entry["row_counts"]:
                 # counted in the snapshot the dump reads: the counts are the archive's whatever writes meanwhile
-                pg = PgContainer(entry["container"], engine=engine.binary, user=entry["user"], password=password)
-                pg.engine.timeout = self.timeouts["engine_call"]
+                pg = self._pg(entry, engine, password)
                 with ExportedSnapshot(pg, entry["database"], timeout=seconds,
                                       lock_timeout=self.timeouts["lock_wait"]) as snapshot:
                     counts = snapshot.row_counts()

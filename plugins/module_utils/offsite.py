@@ -277,3 +277,19 @@ def fetch_module(params, targets, check_mode=False):
         os.makedirs(params["backup_dir"], mode=0o700)
     report = target.fetch_set(name, params["backup_dir"], identity_file=params["identity_file"])
     return dict(report, changed=True, fetched=True)
+
+
+def list_targets(targets, verify_checksums=False):
+    """What each target stores (re-read there with ``verify_checksums``); an unreachable one is an error entry."""
+    remote = {}
+    for spec in targets:
+        target = Target(spec, timeout=600)
+        try:
+            listed = target.list_sets()
+            if verify_checksums:
+                for item in listed["sets"]:
+                    item.update(target.verify(item["set"]))
+            remote[target.name] = dict(listed, error=None)
+        except OffsiteError as exc:
+            remote[target.name] = {"sets": [], "partial": [], "error": str(exc)}
+    return remote

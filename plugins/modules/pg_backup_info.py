@@ -218,24 +218,8 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.backup_set imp
 )
 from ansible_collections.nl_biomero.database.plugins.module_utils.backup_config import offsite_targets
 from ansible_collections.nl_biomero.database.plugins.module_utils.errors import run_module
-from ansible_collections.nl_biomero.database.plugins.module_utils.offsite import OffsiteError, Target
+from ansible_collections.nl_biomero.database.plugins.module_utils.offsite import list_targets
 from ansible_collections.nl_biomero.database.plugins.module_utils.retention import dated_in_future
-
-
-def _remote(targets, verify_checksums):
-    """What each off-host target stores; a target that cannot be reached is an error entry, not a failure."""
-    remote = {}
-    for spec in targets:
-        target = Target(spec, timeout=600)
-        try:
-            listed = target.list_sets()
-            if verify_checksums:
-                for item in listed["sets"]:
-                    item.update(target.verify(item["set"]))
-            remote[target.name] = dict(listed, error=None)
-        except OffsiteError as exc:
-            remote[target.name] = {"sets": [], "partial": [], "error": str(exc)}
-    return remote
 
 
 def _info(path, verify_checksums, offsite):
@@ -254,7 +238,7 @@ def _info(path, verify_checksums, offsite):
     result = dict(changed=False, path=path, sets=catalogue["sets"], dumps=catalogue["dumps"],
                   newest_complete=newest_complete(real), warnings=warnings)
     if offsite:
-        result["remote"] = _remote(offsite_targets(offsite), verify_checksums)
+        result["remote"] = list_targets(offsite_targets(offsite), verify_checksums)
         warnings.extend("off-host target %s: %s" % (name, item["error"])
                         for name, item in sorted(result["remote"].items()) if item["error"])
     return result
