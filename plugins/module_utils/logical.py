@@ -20,8 +20,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import binascii
 import json
+import os
 import re
+import threading
 import time
 
 from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
@@ -318,7 +321,7 @@ class Logical:
         return [{"slot": r[0], "database": r[1], "pid": r[2], "lag": int(r[3]) if r[3] else None, "lsn": r[4]}
                 for r in rows]
 
-    def _wait(self, what, timeout, check):
+    def _wait(self, what, timeout, check, poll=None):
         """Poll ``check`` (returns None when done, else what is still missing) until ``timeout`` seconds."""
         deadline = time.time() + timeout
         while True:
@@ -331,7 +334,7 @@ class Logical:
                     what, timeout, missing, "" if errors in ("0", "") else
                     "; the subscriptions in %s report %s apply/sync errors (its log says why)"
                     % (self.target.container, errors)))
-            time.sleep(self.poll)
+            time.sleep(poll or self.poll)
 
     def wait_synced(self, names, catalog, timeout, max_lag):
         """Every table of every subscription copied (state r) and each slot within ``max_lag`` bytes."""
@@ -351,6 +354,13 @@ class Logical:
             return None
 
         self._wait("the initial copy", timeout, check)
+        # While the clients still work: the new cluster gets its planner statistics (the clients start on it) and
+        # its visibility map (the switchover's row counts then mostly read indexes, not every table), and
+        # both clusters a checkpoint (their shutdowns at the swap then write little).
+        for database in sorted(names):
+            self._q(self.target, "VACUUM (ANALYZE)", database)
+        for pg in (self.target, self.source):
+            self._q(pg, "CHECKPOINT")
         return round(time.time() - started, 2)
 
     def catch_up(self, names, timeout):
@@ -363,7 +373,8 @@ class Logical:
             behind = [n for n in sorted(names.values()) if not done.get(n) or lsn_int(done[n]) < lsn_int(position)]
             return "slots %s below %s" % (", ".join(behind), position) if behind else None
 
-        self._wait("the final catch-up", timeout, check)
+        # The clients are stopped while this waits: poll often.
+        self._wait("the final catch-up", timeout, check, poll=0.05)
         return position, round(time.time() - started, 2)
 
     def copy_sequences(self, databases):
@@ -432,6 +443,42 @@ class Logical:
 # The module's call
 # ---------------------------------------------------------------------------
 
+def verify_copy(source, target, databases, kind):
+    """The switchover's verification, inside the downtime: both clusters fingerprinted side by side (rows,
+    sequences, roles, properties, smoke counts; writes are fenced, the replication is gone) and compared. The
+    new cluster is fenced first and stays so until it runs under the instance name and is checked there
+    (unlisted writers reach it as soon as it does: a rollback then loses none of their writes)."""
+    # upgrade imports this module (preflight): imported here, not at the top
+    from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade import fingerprint, compare_fingerprints
+    from ansible_collections.nl_biomero.database.plugins.module_utils.write_fence import WriteFence
+    # Fenced first, as the old one is: the fence is part of what is compared.
+    WriteFence(target).on(databases)
+    salt = binascii.hexlify(os.urandom(16)).decode("ascii")
+    taken = {}
+
+    def take(name, pg):
+        try:
+            taken[name] = fingerprint(pg, databases, kind, salt)
+        except NlbError as exc:
+            taken[name] = exc
+
+    threads = [threading.Thread(target=take, args=item) for item in (("old", source), ("new", target))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for name, pg in (("old", source), ("new", target)):
+        if isinstance(taken[name], NlbError):
+            raise LogicalError("fingerprint of %s failed: %s" % (pg.container, taken[name]))
+    differences = compare_fingerprints(taken["old"], taken["new"])
+    if differences:
+        more = " (and %d more)" % (len(differences) - 10) if len(differences) > 10 else ""
+        raise LogicalError("%s differs from the old instance %s after the switchover: %s%s"
+                           % (target.container, source.container, "; ".join(differences[:10]), more),
+                           {"differences": differences})
+    return {"fingerprint": taken["old"], "differences": [], "matches": True}
+
+
 def _password(source, login_password):
     """The password the subscriptions connect with: the login password, else the old container's own
     (POSTGRES_PASSWORD, or the file POSTGRES_PASSWORD_FILE names, read inside the container)."""
@@ -449,7 +496,7 @@ def _password(source, login_password):
 
 def logical_result(step, container, engine="auto", login_user=None, login_password=None, target_container=None,
                    databases=None, host=None, catalog=None, sysid=None, timeout=3600, max_lag_bytes=16 << 20,
-                   wal_level=False, identity_full=None):
+                   wal_level=False, identity_full=None, verify=False, kind="auto", fingerprint_databases=None):
     """pg_upgrade_logical: one step of the logical copy (prepare, begin, subscribe, synced, switchover, absent)."""
     source = PgContainer(container, engine, login_user, login_password)
     target = None
@@ -482,6 +529,9 @@ def logical_result(step, container, engine="auto", login_user=None, login_passwo
         result["large_objects"] = logical.copy_large_objects(databases, Pipe(source, target).stream)
         result["dropped"] = logical.cleanup(sysid)
         result["switchover_s"] = round(time.time() - started, 2)
+        if verify:
+            result.update(verify_copy(source, target, fingerprint_databases or databases, kind))
+            result["verify_s"] = round(time.time() - started - result["switchover_s"], 2)
     elif step == "absent":
         result["dropped"] = logical.cleanup(sysid)
         result["changed"] = any(result["dropped"].values())

@@ -123,11 +123,12 @@ def role_properties(pg, salt):
     return roles, superuser
 
 
-def fingerprint(pg, databases=None, kind="auto", salt=None):
+def fingerprint(pg, databases=None, kind="auto", salt=None, row_counts=True):
     """What an upgrade must keep, of a PgContainer: per database row counts, sequence values, smoke counts and
     database-level properties; the roles with their attributes, settings, memberships and password digests.
 
     ``salt`` (hex) salts the password digests: a comparison uses the salt of the fingerprint it compares to.
+    Without ``row_counts`` the tables are not counted (and not compared).
     """
     if not databases:
         databases = [row[0] for row in pg.query(SQL_DATABASES)]
@@ -142,12 +143,13 @@ def fingerprint(pg, databases=None, kind="auto", salt=None):
                 smoke[table] = int(value)
         item = properties.get(database) or {}
         result["databases"][database] = {
-            "tables": pg.table_row_counts(database),
             "sequences": pg.sequence_values(database),
             "smoke": smoke,
             "write_fence": item.pop("write_fence", False),
             "properties": item,
         }
+        if row_counts:
+            result["databases"][database]["tables"] = pg.table_row_counts(database)
     result["roles"] = [row[0] for row in pg.query(SQL_ROLES)]
     result["role_properties"], result["passwords_compared"] = role_properties(pg, salt)
     result["password_salt"] = salt
@@ -457,13 +459,13 @@ def preflight_result(container, target_image, engine="auto", login_user=None, lo
 
 
 def fingerprint_result(container, engine="auto", login_user=None, login_password=None, databases=None, kind="auto",
-                       compare_to=None, fail_on_difference=True):
+                       compare_to=None, fail_on_difference=True, row_counts=True):
     """pg_fingerprint: the fingerprint and its differences with ``compare_to``; ``failed`` on a difference."""
     try:
         pg = PgContainer(container, engine, login_user, login_password)
         if not databases and compare_to:
             databases = sorted((compare_to.get("databases") or {}).keys())
-        taken = fingerprint(pg, databases, kind, (compare_to or {}).get("password_salt"))
+        taken = fingerprint(pg, databases, kind, (compare_to or {}).get("password_salt"), row_counts)
     except NlbError as exc:
         raise UpgradeError("fingerprint of %s failed: %s" % (container, exc))
     differences = compare_fingerprints(compare_to, taken) if compare_to else []

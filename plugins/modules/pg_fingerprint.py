@@ -51,6 +51,12 @@ options:
     description: Fail when O(compare_to) is given and there are differences.
     type: bool
     default: true
+  row_counts:
+    description:
+      - Count the rows of every table (an exact C(count(*)) each). Without it the tables are neither counted nor
+        compared, e.g. to check an instance again on the volume whose rows were just compared.
+    type: bool
+    default: true
 attributes:
   check_mode:
     support: full
@@ -112,6 +118,7 @@ def main():
             kind=dict(type="str", default="auto", choices=["auto", "omero", "biomero", "none"]),
             compare_to=dict(type="dict"),
             fail_on_difference=dict(type="bool", default=True),
+            row_counts=dict(type="bool", default=True),
         ),
         supports_check_mode=True,
     )

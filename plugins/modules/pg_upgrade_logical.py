@@ -77,6 +77,22 @@ options:
     type: list
     elements: str
     default: []
+  verify:
+    description:
+      - O(step=switchover) then fingerprints both clusters side by side (rows, sequences, roles, database properties,
+        smoke counts; as M(nl_biomero.database.pg_fingerprint)), fails on any difference (naming them), and puts the
+        write fence (M(nl_biomero.database.pg_write_fence)) on the new cluster.
+    type: bool
+    default: false
+  kind:
+    description: The smoke counts of the verification (as M(nl_biomero.database.pg_fingerprint)'s O(kind)).
+    type: str
+    default: auto
+    choices: [auto, omero, biomero, none]
+  fingerprint_databases:
+    description: The databases the verification fingerprints (default O(databases)); the empty ones too.
+    type: list
+    elements: str
 attributes:
   check_mode:
     support: none
@@ -141,6 +157,14 @@ large_objects:
   description: C(count) and C(bytes) of the large objects copied.
   returned: step switchover
   type: dict
+fingerprint:
+  description: With O(verify), the old cluster's fingerprint (as M(nl_biomero.database.pg_fingerprint) returns it).
+  returned: step switchover with O(verify)
+  type: dict
+verify_s:
+  description: Seconds the verification took.
+  returned: step switchover with O(verify)
+  type: float
 dropped:
   description: C(subscriptions), C(slots) and C(publications) (databases) dropped.
   returned: steps switchover, absent
@@ -167,6 +191,9 @@ def main():
             max_lag_bytes=dict(type="int", default=16777216),
             wal_level=dict(type="bool", default=False),
             identity_full=dict(type="list", elements="str", default=[]),
+            verify=dict(type="bool", default=False),
+            kind=dict(type="str", default="auto", choices=["auto", "omero", "biomero", "none"]),
+            fingerprint_databases=dict(type="list", elements="str"),
         ),
         required_if=[("step", "begin", ["target_container"]), ("step", "subscribe", ["target_container"]),
                      ("step", "synced", ["target_container"]), ("step", "switchover", ["target_container"])],

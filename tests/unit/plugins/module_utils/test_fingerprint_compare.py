@@ -93,3 +93,13 @@ def test_older_fingerprints_without_properties_compare_as_before():
     del before["databases"]["omero"]["properties"]
     del before["role_properties"]
     assert plan.compare_fingerprints(before, _after(_prop("settings", []))) == []
+
+
+def test_row_counts_compared_when_both_have_them_and_skipped_when_one_was_taken_without():
+    more_rows = _after(lambda after: after["databases"]["omero"]["tables"].update({"public.job": 4}))
+    assert plan.compare_fingerprints(BEFORE, more_rows) == ["omero: rows of public.job: 3 before, 4 after"]
+    uncounted = _after(lambda after: after["databases"]["omero"].pop("tables"))
+    assert plan.compare_fingerprints(BEFORE, uncounted) == []
+    # the rest is still compared without the rows
+    uncounted["databases"]["omero"]["smoke"]["job"] = 4
+    assert plan.compare_fingerprints(BEFORE, uncounted) == ["omero: smoke query on job: 3 before, 4 after"]
