@@ -1,11 +1,12 @@
 """PostgreSQL 18 as a target: nl-biomero/postgres:18 (the official 18 layout) with the collection.
 
-- Major upgrades 15 -> 18 and 17 -> 18 through the postgres_upgrade role, both
-  strategies: the role's own verification (rows, sequences, database
+- Major upgrades 15 -> 18 and 17 -> 18 through the postgres_upgrade role, each
+  strategy (dump_restore, pipe, logical): the role's own verification (rows, sequences, database
   properties, roles and their password digests, an md5 one among them) must
   pass, the new volume is mounted where 18 wants it (/var/lib/postgresql, the
   cluster in /var/lib/postgresql/18/docker, the provisioning role's plan for
-  an 18 image), with 18's data checksums; the old container and volume stay.
+  an 18 image), with 18's data checksums; the old container and volume stay;
+  after logical no replication slot, publication or subscription on either side.
 - A backup set of an 18 instance, with its restore test (a throwaway 18
   container on the 18 layout).
 - A dump of a 17 instance (pg_dump_container, globals) restored into 18
@@ -31,6 +32,8 @@ MOUNT_18, PGDATA_18 = data_layout(18)
 # A role whose password hash is md5 (sites that began on old PostgreSQL defaults): 18 deprecates md5.
 MD5_ROLE_SQL = "SET password_encryption = 'md5'; CREATE ROLE legacy LOGIN PASSWORD 'legacy pw'; RESET password_encryption;"
 LEGACY_HASH = "SELECT rolpassword FROM pg_authid WHERE rolname = 'legacy'"
+LEFTOVERS_SQL = ("SELECT (SELECT count(*) FROM pg_replication_slots) || ' ' || (SELECT count(*) FROM pg_publication)"
+                 " || ' ' || (SELECT count(*) FROM pg_subscription)")
 # Small (the machine is shared): a serial table, a stand-alone sequence moved on, a large object, a view.
 SMALL_DATA_SQL = """
 CREATE TABLE image (id bigserial PRIMARY KEY, name text NOT NULL, taken timestamptz);
@@ -47,15 +50,24 @@ def inspect(name):
     return json.loads(engine("inspect", name).stdout)[0]
 
 
+def networks(prefix):
+    return [n for n in engine("network", "ls", "--format", "{{.Name}}").stdout.split() if n.startswith(prefix)]
+
+
 @pytest.fixture
 def prefix(request):
     name = unique("nlbtest-pg18")
-    request.addfinalizer(lambda: remove_everything(name))
+
+    def teardown():
+        remove_everything(name)
+        for network in networks(name):  # the private network of a logical upgrade that failed half-way
+            engine("network", "rm", network, check=False)
+    request.addfinalizer(teardown)
     return name
 
 
-# Two of the four pairs (each upgrade runs the whole role, ~2 min here): each major and each strategy once.
-@pytest.mark.parametrize("old_major, strategy", [(17, "pipe"), (15, "dump_restore")])
+# Three of the six pairs (each upgrade runs the whole role, ~2 min here): each major and each strategy once.
+@pytest.mark.parametrize("old_major, strategy", [(17, "pipe"), (15, "dump_restore"), (17, "logical")])
 def test_upgrade_to_18(prefix, tmp_path, old_major, strategy):
     require_image(18)
     old = DbContainer(old_major, prefix, user=USER, database=DB, password="o'pw").start()
@@ -66,11 +78,14 @@ def test_upgrade_to_18(prefix, tmp_path, old_major, strategy):
     view_rows = old.query("SELECT count(*) FROM recent")
     old_volume = inspect(old.name)["Mounts"][0]["Name"]
 
+    # logical: the old server is on wal_level=replica, the role prepares it (ALTER SYSTEM, one restart)
     rc, report, output = run_role(tmp_path, {"name": old.name, "strategy": strategy},
-                                  postgres_upgrade_target_image=IMAGES[18])
+                                  postgres_upgrade_target_image=IMAGES[18],
+                                  postgres_upgrade_logical_prepare=strategy == "logical")
     assert rc == 0, output[-4000:]
     (entry,) = report
-    assert (entry["outcome"], entry["from"], entry["to"]) == ("upgraded", old_major, 18), entry
+    assert (entry["outcome"], entry["from"], entry["to"], entry["strategy"]) == ("upgraded", old_major, 18,
+                                                                                 strategy), entry
     print("%d -> 18 %s: downtime %.1f s, duration %.1f s" % (old_major, strategy, entry["downtime_s"],
                                                              entry["duration_s"]))
 
@@ -95,6 +110,23 @@ def test_upgrade_to_18(prefix, tmp_path, old_major, strategy):
     aside = inspect("%s-pg%d" % (old.name, old_major))
     assert [(m["Name"], m["Destination"]) for m in aside["Mounts"]] == [(old_volume, "/var/lib/postgresql/data")]
     assert not aside["State"]["Running"]
+    if strategy == "logical":
+        assert entry["logical"]["wal_level_set"] is True, entry["logical"]
+        assert entry["logical"]["large_objects"] == {"count": 1, "bytes": len("attachment bytes")}
+        # Nothing of the replication on either side, in any database (the old one started again to look), and
+        # no private network of the upgrade.
+        assert networks(prefix) == []
+        assert_no_replication_left(new)
+        old_aside = DbContainer(old_major, aside["Name"].lstrip("/"), user=USER, database=DB, password="o'pw",
+                                volume=old_volume)
+        engine("start", old_aside.name)
+        old_aside.wait_ready()
+        assert_no_replication_left(old_aside)
+
+
+def assert_no_replication_left(pg):
+    for database in pg.query("SELECT datname FROM pg_database WHERE datallowconn", database="postgres").split():
+        assert pg.query(LEFTOVERS_SQL, database=database) == "0 0 0", (pg.name, database)
 
 
 def test_backup_set_of_an_18_instance_and_its_restore_test(prefix, tmp_path):
