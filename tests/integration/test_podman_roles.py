@@ -243,7 +243,7 @@ def test_restore_playbook_restores_the_set_with_clients_stopped_by_podman(site, 
 # (The upgrade on podman - pipe, logical, rollback, a fault - is roles/postgres_upgrade/molecule/podman.)
 # --------------------------------------------------------------------------
 
-def test_a_docker_container_named_with_engine_podman_is_refused(site):
+def test_a_docker_container_named_with_engine_podman_is_refused():
     if not shutil.which("docker") or subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
         pytest.skip("no docker beside podman on this machine")
     name = unique("nlbtest-podr-indocker")
