@@ -372,6 +372,24 @@ def _as_list(value):
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def elsewhere_probe(engine, wanted, listed):
+    """(other engine, shell command) that prints the names of ``wanted`` containers missing from ``listed``
+    (docker_host_info entries) but present in the other engine; (other, None) when none is missing."""
+    other = "docker" if engine == "podman" else "podman"
+    have = set(c["Names"][0].lstrip("/") for c in listed or [])
+    missing = [str(name) for name in wanted or [] if str(name) not in have]
+    if not missing:
+        return other, None
+    quoted = " ".join(shlex.quote(name) for name in missing)
+    return other, ("command -v %s >/dev/null 2>&1 && %s container inspect --format '{{.Name}}' %s 2>/dev/null; true"
+                   % (other, other, quoted))
+
+
+def elsewhere_found(other, stdout):
+    """{name: other engine} of what :func:`elsewhere_probe`'s command printed."""
+    return dict((line.strip().lstrip("/"), other) for line in (stdout or "").splitlines() if line.strip())
+
+
 def unknown_filters(filters):
     """The container filters podman's mapping does not know (an error names them)."""
     return sorted(k for k in (filters or {}) if k not in ("name", "label"))

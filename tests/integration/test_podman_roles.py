@@ -243,7 +243,7 @@ def test_restore_playbook_restores_the_set_with_clients_stopped_by_podman(site, 
 # (The upgrade on podman - pipe, logical, rollback, a fault - is roles/postgres_upgrade/molecule/podman.)
 # --------------------------------------------------------------------------
 
-def test_a_docker_container_named_with_engine_podman_is_refused():
+def test_a_docker_container_named_with_engine_podman_is_refused(tmp_path):
     if not shutil.which("docker") or subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
         pytest.skip("no docker beside podman on this machine")
     name = unique("nlbtest-podr-indocker")
@@ -260,6 +260,21 @@ def test_a_docker_container_named_with_engine_podman_is_refused():
         assert preflight.get("failed"), preflight
         assert "container '%s' does not exist in podman; a container '%s' exists in docker" % (name, name) \
             in preflight["msg"]
+        site = {"inventory": str(tmp_path / "inventory.json"), "work": str(tmp_path)}
+        with open(site["inventory"], "w") as handle:
+            json.dump({"nl_biomero_database": {"hosts": {"db-host": {
+                "ansible_connection": "local",
+                "ansible_python_interpreter": os.environ.get("ANSIBLE_PYTHON_INTERPRETER", "auto"),
+                "postgres_container_engine": "podman", "postgres_container_pull": False,
+                "postgres_container_network": name + "-net",
+                "postgres_container_instances": [{"name": name, "role": "omero", "user": "omero", "db": "omero",
+                                                  "password": PASSWORD, "image": IMAGES[15]}]}}}}, handle)
+        provisioned = playbook(site, "provision.yml")
+        assert provisioned.returncode != 0
+        assert "container '%s' does not exist in podman; a container '%s' exists in docker" % (name, name) \
+            in provisioned.stdout, provisioned.stdout[-3000:]
+        assert podman("volume", "exists", name, check=False).returncode == 1, "a volume was made in podman"
+        assert podman("network", "exists", name + "-net", check=False).returncode == 1
         state = subprocess.run(["docker", "inspect", "--format", "{{.State.Running}}", name], capture_output=True,
                                text=True, check=True).stdout.strip()
         assert state == "true", "the docker container was stopped"

@@ -144,3 +144,13 @@ def test_network_plan_refuses_what_it_cannot_honour():
         ea.podman_network_plan({"name": "n", "driver": "macvlan"}, False, [])
     with pytest.raises(ea.EngineArgsError, match="state 'quadlet'"):
         ea.podman_network_plan({"name": "n", "state": "quadlet"}, False, [])
+
+
+def test_elsewhere_probe_asks_the_other_engine_only_for_the_missing_names():
+    listed = [{"Names": ["/here"]}]
+    other, command = ea.elsewhere_probe("podman", ["here", "db 1"], listed)
+    assert other == "docker"
+    assert command.startswith("command -v docker >/dev/null 2>&1 && docker container inspect")
+    assert "'db 1'" in command and " here" not in command
+    assert ea.elsewhere_probe("docker", ["here"], listed) == ("podman", None)
+    assert ea.elsewhere_found("docker", "/db 1\n\n") == {"db 1": "docker"}
