@@ -8,18 +8,28 @@
 #                              NL-BIOMERO's is brought up, taken over by the collection, backed up and
 #                              restore-tested (playbooks/demo_compose.yml)
 #   ./scripts/demo.sh clean    remove both demos' containers, volumes, networks and files
+# Extra arguments after run|compose go to ansible-playbook (e.g. -e demo_dir=/tmp/demo).
+# NLB_SKIP_SETUP=1: the machine is set up already (scripts/setup.sh ran; the tests set it).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$REPO_ROOT"
 
+setup() {
+    if [ "${NLB_SKIP_SETUP:-0}" = 1 ]; then
+        link_collection
+    else
+        "$REPO_ROOT/scripts/setup.sh"
+    fi
+}
+
 case "${1:-run}" in
     run)
-        "$REPO_ROOT/scripts/setup.sh"
-        ansible-playbook -i localhost, playbooks/demo.yml
+        setup
+        ansible-playbook -i localhost, playbooks/demo.yml "${@:2}"
         ;;
     compose)
-        "$REPO_ROOT/scripts/setup.sh"
-        ansible-playbook -i localhost, playbooks/demo_compose.yml
+        setup
+        ansible-playbook -i localhost, playbooks/demo_compose.yml "${@:2}"
         ;;
     clean)
         link_collection

@@ -47,7 +47,7 @@ molecule_scenarios() {   # scenario directories, run in order; stops at the firs
 # Every scenario runs in exactly one stream (checked here, so a new scenario cannot be forgotten).
 host_scenarios=(roles/postgres_backup/molecule/default roles/postgres_container/molecule/default)
 others_scenarios=(roles/postgres_upgrade/molecule/fleet)
-upgrade_scenarios=(roles/postgres_upgrade/molecule/interrupted roles/postgres_upgrade/molecule/upgrade)
+upgrade_scenarios=(roles/postgres_upgrade/molecule/interrupted roles/postgres_upgrade/molecule/podman roles/postgres_upgrade/molecule/upgrade)
 listed="$(printf '%s\n' "${host_scenarios[@]}" "${others_scenarios[@]}" "${upgrade_scenarios[@]}" | sort)"
 found="$(for f in roles/*/molecule/*/molecule.yml; do dirname "$f"; done | sort)"
 [ "$listed" = "$found" ] || { echo "scripts/test.sh: Molecule scenarios not in a stream: $(comm -13 <(echo "$listed") <(echo "$found"))"; exit 1; }

@@ -25,6 +25,15 @@ class ActionModule(EngineAction):
     KIND = "host_info"
 
     def map_and_run(self, engine, args):
+        elsewhere = args.pop("elsewhere", None)
+        result = self._listed(engine, args)
+        if elsewhere is not None and not result.get("failed"):
+            other, command = engine_args.elsewhere_probe(engine, elsewhere, result.get("containers"))
+            probed = self._low_level_execute_command(command, sudoable=False) if command else {}
+            result["elsewhere"] = engine_args.elsewhere_found(other, probed.get("stdout"))
+        return result
+
+    def _listed(self, engine, args):
         run_healthchecks = args.pop("run_healthchecks", False)
         if engine == "docker":
             if self._docker_host:

@@ -890,8 +890,14 @@ def clients_to(engine, names, state, compose_command=None, timeout=None, check_m
     action = "stop" if state == "stopped" else "start"
     result = {"changed": False, "clients": [], "changed_clients": [], "warnings": list(control.notes)}
     errors = []
+    infos = dict((name, engine.inspect(name)) for name in names)
+    # A client of the other engine named by mistake would keep writing: refused before anything stops.
+    elsewhere = [engine.missing(name, "client container") for name in names
+                 if infos[name] is None and engine.other_engine_having(name)]
+    if elsewhere:
+        raise ComposeError("; ".join(elsewhere), result)
     for name in (names if action == "stop" else list(reversed(names))):
-        info = engine.inspect(name)
+        info = infos[name]
         if info is None:
             if action == "start":
                 errors.append("client container %s does not exist" % name)

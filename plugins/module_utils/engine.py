@@ -411,11 +411,32 @@ class ContainerEngine:
         """Inspect data of a volume, or None when it does not exist."""
         return self._inspect("volume", name)
 
+    def other_engine_having(self, container, which=shutil.which):
+        """The other engine's name when ``container`` is missing here but exists there (a container of the
+        other engine named by mistake), else None. A read-only probe: never an error of its own."""
+        other = "docker" if self.binary == "podman" else "podman"
+        if not which(other):
+            return None
+        try:
+            rc, _out, _err = run([other, "container", "inspect", "--format", "{{.Id}}", container], timeout=15)
+        except EngineError:
+            return None
+        return other if rc == 0 else None
+
+    def missing(self, container, what="container"):
+        """The text of a missing container, naming the other engine when the container is there."""
+        text = "%s '%s' does not exist in %s" % (what, container, self.binary)
+        other = self.other_engine_having(container)
+        if other:
+            text += ("; a container '%s' exists in %s: the engine is %s (set it to %s if that container is the "
+                     "one meant); nothing was changed" % (container, other, self.binary, other))
+        return text
+
     def require_running(self, container):
         """Inspect data of a running container; EngineError naming the state otherwise."""
         info = self.inspect(container)
         if info is None:
-            raise EngineError("container '%s' does not exist (%s)" % (container, self.binary))
+            raise EngineError(self.missing(container))
         state = info.get("State", {})
         if not state.get("Running"):
             raise EngineError("container '%s' is not running (status: %s)" % (container, state.get("Status", "unknown")))

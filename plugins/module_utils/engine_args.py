@@ -197,10 +197,51 @@ def podman_volume(args):
     return out
 
 
+NETWORK_ARGS = ("name", "state", "labels", "connected", "appends", "force")
+
+
 def podman_network(args):
-    """containers.podman.podman_network arguments for docker_network ``args`` (name, state)."""
+    """containers.podman.podman_network arguments for docker_network ``args`` (name, state only; the
+    action runs podman_network_plan's CLI steps instead, which honour all of NETWORK_ARGS)."""
     _refuse_other("engine_network", args, ("name", "state"))
     return {"name": args["name"], "state": args.get("state") or "present"}
+
+
+def podman_network_plan(args, exists, connected_now):
+    """The ``podman network`` commands (argv lists) that bring a network to docker_network ``args``.
+
+    ``exists``: whether the network exists; ``connected_now``: the names of the containers on it.
+    containers.podman's module has no labels, no connect, and its ``force`` REMOVES the containers on
+    the network: so podman gets the CLI. docker's semantics: ``connected`` joins running containers
+    (``appends: false`` also disconnects the others), ``force`` with ``state: absent`` disconnects the
+    containers (they keep running) before the removal; labels are set when the network is made.
+    """
+    _refuse_other("engine_network", args, NETWORK_ARGS)
+    name = args["name"]
+    state = args.get("state") or "present"
+    if state not in ("present", "absent"):
+        raise EngineArgsError("engine_network: state '%s' is not one of: absent, present" % state)
+    connected_now = list(connected_now or [])
+    steps = []
+    if state == "absent":
+        if not exists:
+            return steps
+        if connected_now and not args.get("force"):
+            raise EngineArgsError("engine_network: network %s is used by %s; set force to disconnect them"
+                                  % (name, ", ".join(sorted(connected_now))))
+        steps += [["podman", "network", "disconnect", "--force", name, c] for c in sorted(connected_now)]
+        return steps + [["podman", "network", "rm", name]]
+    if not exists:
+        create = ["podman", "network", "create"]
+        for key, value in sorted((args.get("labels") or {}).items()):
+            create += ["--label", "%s=%s" % (key, value)]
+        steps.append(create + [name])
+        connected_now = []
+    wanted = [str(c) for c in args.get("connected") or []]
+    steps += [["podman", "network", "connect", name, c] for c in wanted if c not in connected_now]
+    if args.get("connected") is not None and not args.get("appends"):
+        steps += [["podman", "network", "disconnect", name, c] for c in sorted(connected_now) if c not in wanted]
+    return steps
 
 
 def podman_exec(args):
@@ -329,6 +370,24 @@ def _as_list(value):
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def elsewhere_probe(engine, wanted, listed):
+    """(other engine, shell command) that prints the names of ``wanted`` containers missing from ``listed``
+    (docker_host_info entries) but present in the other engine; (other, None) when none is missing."""
+    other = "docker" if engine == "podman" else "podman"
+    have = set(c["Names"][0].lstrip("/") for c in listed or [])
+    missing = [str(name) for name in wanted or [] if str(name) not in have]
+    if not missing:
+        return other, None
+    quoted = " ".join(shlex.quote(name) for name in missing)
+    return other, ("command -v %s >/dev/null 2>&1 && %s container inspect --format '{{.Name}}' %s 2>/dev/null; true"
+                   % (other, other, quoted))
+
+
+def elsewhere_found(other, stdout):
+    """{name: other engine} of what :func:`elsewhere_probe`'s command printed."""
+    return dict((line.strip().lstrip("/"), other) for line in (stdout or "").splitlines() if line.strip())
 
 
 def unknown_filters(filters):

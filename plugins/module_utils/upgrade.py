@@ -187,7 +187,7 @@ class Preflight:
         warnings = []
         info = self.engine.inspect(container)
         if info is None:
-            raise UpgradeError("container '%s' does not exist" % container)
+            raise UpgradeError(self.engine.missing(container))
         if not (info.get("State") or {}).get("Running"):
             raise UpgradeError("container '%s' is not running (status: %s)"
                                % (container, (info.get("State") or {}).get("Status", "unknown")))
@@ -310,7 +310,7 @@ class Preflight:
         for client in clients or []:
             client_info = self.engine.inspect(client)
             if client_info is None:
-                problems.append("client container %s does not exist" % client)
+                problems.append(self.engine.missing(client, "client container"))
             else:
                 client_states[client] = (client_info.get("State") or {}).get("Status", "unknown")
         result["clients"] = client_states

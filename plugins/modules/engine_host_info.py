@@ -30,6 +30,13 @@ options:
         systemd never runs them). Docker runs its own.
     type: bool
     default: false
+  elsewhere:
+    description:
+      - Container names to look for in the other engine (podman when the engine is docker, and the reverse)
+        when they are not among the listed containers; RV(elsewhere) names those found there (a container of
+        the other engine named by mistake). Read-only; nothing when the other engine is not installed.
+    type: list
+    elements: str
 notes:
   - Every other option is M(community.docker.docker_host_info)'s.
 """
@@ -46,4 +53,9 @@ engine:
   returned: always
   type: str
   sample: podman
+elsewhere:
+  description: The names of O(elsewhere) missing on the engine and found in the other one, with that engine.
+  returned: when O(elsewhere) is given
+  type: dict
+  sample: {database: docker}
 """

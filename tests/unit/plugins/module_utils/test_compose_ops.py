@@ -4,6 +4,7 @@ import pytest
 
 from ansible_collections.nl_biomero.database.plugins.module_utils import compose
 from ansible_collections.nl_biomero.database.plugins.module_utils.compose import ComposeError
+from ansible_collections.nl_biomero.database.plugins.module_utils.engine import ContainerEngine
 
 
 def _project(*services, name="nl-biomero", directory="/opt/NL-BIOMERO"):
@@ -111,3 +112,34 @@ def test_client_control_falls_back_to_the_engine_when_compose_is_not_installed()
     assert control.how("web", _labels("omeroserver")) == "engine"
     assert compose.ClientControl(_Engine(), ["sh"]).how("web", _labels("omeroserver")) == "compose"
     assert compose.ClientControl(_Engine(), ["sh"]).how("web", {}) == "engine"
+
+
+class _PodmanWithoutTheClient(_Engine):
+    """podman, where client 'web' is missing but docker has it; 'db' runs here."""
+    binary = "podman"
+
+    def __init__(self):
+        self.acted = []
+
+    def inspect(self, name):
+        return {"State": {"Running": True}, "Config": {"Labels": {}}} if name == "db" else None
+
+    def other_engine_having(self, name):
+        return "docker" if name == "web" else None
+
+    missing = ContainerEngine.missing
+
+
+def test_clients_to_refuses_a_client_of_the_other_engine_before_stopping_anything():
+    engine = _PodmanWithoutTheClient()
+    with pytest.raises(ComposeError, match="client container 'web' does not exist in podman; a container 'web' "
+                                           "exists in docker: the engine is podman") as caught:
+        compose.clients_to(engine, ["db", "web"], "stopped", timeout=1)
+    assert caught.value.result["changed_clients"] == [], "nothing is stopped"
+
+
+def test_container_engine_missing_names_only_an_engine_that_has_it(monkeypatch):
+    engine = ContainerEngine("docker")
+    assert engine.other_engine_having("x", which=lambda name: None) is None
+    monkeypatch.setattr(ContainerEngine, "other_engine_having", lambda self, name: None)
+    assert engine.missing("x", "client container") == "client container 'x' does not exist in docker"

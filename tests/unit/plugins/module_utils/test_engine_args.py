@@ -108,3 +108,49 @@ def test_filter_listed_by_anchored_name_and_label():
     assert [c["Id"] for c in ea.filter_listed(listed, {"label": "nl-biomero.database.major=15"})] == []
     assert len(ea.filter_listed(listed, {})) == 4
     assert ea.unknown_filters({"name": [], "status": "running"}) == ["status"]
+
+
+# ---- engine_network on podman: the CLI plan ----------------------------------------------------
+
+def test_network_plan_creates_with_labels_and_connects():
+    args = {"name": "n", "connected": ["old"], "appends": True, "labels": {"b": "2", "a": "1"}}
+    assert ea.podman_network_plan(args, False, []) == [
+        ["podman", "network", "create", "--label", "a=1", "--label", "b=2", "n"],
+        ["podman", "network", "connect", "n", "old"]]
+
+
+def test_network_plan_is_idempotent_and_appends_keeps_others():
+    args = {"name": "n", "connected": ["old"], "appends": True}
+    assert ea.podman_network_plan(args, True, ["old", "staging"]) == []
+
+
+def test_network_plan_without_appends_disconnects_the_others():
+    args = {"name": "n", "connected": ["old"], "appends": False}
+    assert ea.podman_network_plan(args, True, ["staging"]) == [
+        ["podman", "network", "connect", "n", "old"], ["podman", "network", "disconnect", "n", "staging"]]
+
+
+def test_network_plan_force_absent_disconnects_never_removes_containers():
+    steps = ea.podman_network_plan({"name": "n", "state": "absent", "force": True}, True, ["b", "a"])
+    assert steps == [["podman", "network", "disconnect", "--force", "n", "a"],
+                     ["podman", "network", "disconnect", "--force", "n", "b"], ["podman", "network", "rm", "n"]]
+    assert ea.podman_network_plan({"name": "n", "state": "absent", "force": True}, False, []) == []
+
+
+def test_network_plan_refuses_what_it_cannot_honour():
+    with pytest.raises(ea.EngineArgsError, match="used by a; set force"):
+        ea.podman_network_plan({"name": "n", "state": "absent"}, True, ["a"])
+    with pytest.raises(ea.EngineArgsError, match="driver cannot be honoured.*accepted: appends"):
+        ea.podman_network_plan({"name": "n", "driver": "macvlan"}, False, [])
+    with pytest.raises(ea.EngineArgsError, match="state 'quadlet'"):
+        ea.podman_network_plan({"name": "n", "state": "quadlet"}, False, [])
+
+
+def test_elsewhere_probe_asks_the_other_engine_only_for_the_missing_names():
+    listed = [{"Names": ["/here"]}]
+    other, command = ea.elsewhere_probe("podman", ["here", "db 1"], listed)
+    assert other == "docker"
+    assert command.startswith("command -v docker >/dev/null 2>&1 && docker container inspect")
+    assert "'db 1'" in command and " here" not in command
+    assert ea.elsewhere_probe("docker", ["here"], listed) == ("podman", None)
+    assert ea.elsewhere_found("docker", "/db 1\n\n") == {"db 1": "docker"}

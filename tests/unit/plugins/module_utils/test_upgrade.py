@@ -13,6 +13,7 @@ import pytest
 
 from ansible_collections.nl_biomero.database.plugins.module_utils import labels
 from ansible_collections.nl_biomero.database.plugins.module_utils import upgrade
+from ansible_collections.nl_biomero.database.plugins.module_utils.engine import ContainerEngine
 from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade_plan import UpgradeError
 
 from ansible_collections.nl_biomero.database.tests.unit.plugins.module_utils.test_upgrade_plan import (
@@ -39,6 +40,7 @@ class _Engine:
         self.extensions = extensions
         self.settings = settings
         self.throwaways = []
+        self.elsewhere = ()
 
     def inspect(self, name):
         if name in self.existing:
@@ -47,6 +49,11 @@ class _Engine:
 
     def image_inspect(self, reference):
         return self.images.get(reference)
+
+    missing = ContainerEngine.missing
+
+    def other_engine_having(self, container):
+        return "podman" if container in self.elsewhere else None
 
     def volume_inspect(self, name):
         return {} if name in self.existing else None
@@ -153,8 +160,18 @@ def test_preflight_collects_every_problem():
     text = " | ".join(result["problems"])
     assert result["action"] == "fail"
     for expected in ("pg_trgm", "work_mem", "database-pg15 already exists", "volume database-pg17 already exists",
-                     "client container gone does not exist"):
+                     "client container 'gone' does not exist in docker"):
         assert expected in text
+
+
+def test_preflight_names_the_other_engine_of_a_container_named_by_mistake():
+    checker = _preflight()
+    checker.engine.elsewhere = ("omero-server", "elsewhere")
+    text = " | ".join(checker.run_checks("database", "postgres:17", clients=["omero-server"])["problems"])
+    assert "client container 'omero-server' does not exist in docker; a container 'omero-server' exists in podman" in text
+    with pytest.raises(UpgradeError, match="container 'elsewhere' does not exist in docker; a container 'elsewhere' "
+                                           "exists in podman: the engine is docker.*nothing was changed"):
+        checker.run_checks("elsewhere", "postgres:17")
 
 
 def test_preflight_refuses_what_the_new_container_could_not_keep():
