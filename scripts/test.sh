@@ -15,18 +15,17 @@ echo "==> integration tests and Molecule scenarios (real engine: $NLB_ENGINE), i
 # The tests mostly wait on containers, so three streams run side by side:
 # - host: the tests that use what the whole host shares (the example inventory's fixed names, ports and
 #   paths, cron.d, the check that no restore-test throwaway is left anywhere; test stacks, credentials,
-#   compose provisioning, off-host copies and the short-downtime backup, to balance the streams), one after
-#   the other, then
-#   the scenarios of postgres_backup (restore-test throwaways too) and postgres_container;
+#   compose provisioning, off-host copies, the short-downtime backup and the logical upgrade, to balance the
+#   streams), one after the other, then the scenarios of postgres_backup (restore-test throwaways too) and
+#   postgres_container;
 # - others: every other integration test, then the fleet scenario;
 # - upgrade: the PostgreSQL 18 tests, the compose hand-back and addressing tests, then the other scenarios of postgres_upgrade
-#   (their own nlbtest-* names).
+#   (their own nlbtest-* names; the podman one too, in podman).
 host_wide=(test_backup_catalogue test_backup_cron test_backup_faults test_backup_lock test_backup_run
            test_example_inventory test_restore_lock test_stack test_credentials test_compose_provision
-           test_offsite test_backup_snapshot_first)
+           test_offsite test_backup_snapshot_first test_upgrade_logical)
 # Integration tests of the upgrade stream (beside its scenarios, to balance the streams).
-upgrade_tests=(tests/integration/test_pg18.py tests/integration/test_compose.py tests/integration/test_compose_ops.py
-               tests/integration/test_upgrade_logical.py)
+upgrade_tests=(tests/integration/test_pg18.py tests/integration/test_compose.py tests/integration/test_compose_ops.py)
 host_args=() other_args=()
 for name in "${host_wide[@]}"; do
     host_args+=("tests/integration/$name.py")
