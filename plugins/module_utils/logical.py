@@ -355,12 +355,9 @@ class Logical:
 
         self._wait("the initial copy", timeout, check)
         # While the clients still work: the new cluster gets its planner statistics (the clients start on it),
-        # both clusters an up-to-date visibility map (a plain VACUUM; the old server's autovacuum has mostly done
-        # it: the switchover's row counts then read the primary keys' indexes, not every table) and a checkpoint
-        # (their shutdowns at the swap then write little).
+        # and both clusters a checkpoint (their shutdowns at the swap then write little).
         for database in sorted(names):
             self._q(self.target, "VACUUM (ANALYZE)", database)
-            self._q(self.source, "VACUUM", database)
         for pg in (self.target, self.source):
             self._q(pg, "CHECKPOINT")
         return round(time.time() - started, 2)
