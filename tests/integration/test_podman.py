@@ -9,7 +9,7 @@ both dumps are restored into the second container with ``engine: podman``,
 and per-table row counts, ordered checksums and sequence values must match.
 Engine selection: ``auto`` picks docker when both CLIs exist (documented),
 and asking docker for a container that exists only in podman fails with a
-clear "does not exist" message.
+clear "does not exist" message (naming the engine the container is in).
 
 Podman is a prerequisite, not an option: when it is missing the tests FAIL
 (scripts/setup.sh installs it and loads the image into it) unless
@@ -237,7 +237,10 @@ def test_docker_engine_does_not_see_podman_container(pods):
     result = run_module(DUMP, dict(container=pods["src"].name, engine="docker", database=DB, format="custom",
                                    dest_dir="/tmp"))
     assert result.get("failed")
-    assert result["msg"] == "container '%s' does not exist (docker)" % pods["src"].name
+    name = pods["src"].name
+    assert result["msg"] == ("container '%s' does not exist in docker; a container '%s' exists in podman: the engine is "
+                             "docker (set it to podman if that container is the one meant); nothing was changed"
+                             % (name, name))
 
 
 def test_auto_prefers_docker_when_both_exist(pods):
@@ -246,7 +249,8 @@ def test_auto_prefers_docker_when_both_exist(pods):
         pytest.skip("docker does not answer here: auto cannot choose between two engines")
     result = run_module(DUMP, dict(container=pods["src"].name, database=DB, format="custom", dest_dir="/tmp"))
     assert result.get("failed")
-    assert "container '%s' does not exist (docker)" % pods["src"].name in result["msg"]
+    assert "container '%s' does not exist in docker; a container '%s' exists in podman" % (
+        pods["src"].name, pods["src"].name) in result["msg"]
 
 
 def test_podman_exec_stdin_output_not_lost(pods, dumps):
