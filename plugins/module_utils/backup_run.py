@@ -208,10 +208,10 @@ class Clients:
                 self.report.append({"name": name, "state": "unknown", "error": str(exc)})
                 return "cannot inspect client container %s: %s" % (name, exc)
             if info is None:
-                other = self.engine.other_engine_having(name)
-                if other:  # a client of the other engine named by mistake: it would keep writing
+                refused = self.engine.other_engine_refusal(name, "client container")
+                if refused:  # a client of the other engine named by mistake: it would keep writing
                     self.report.append({"name": name, "state": "missing"})
-                    return self.engine.missing(name, "client container")
+                    return refused
                 self.report.append({"name": name, "state": "missing"})
                 self.log("client container %s does not exist; nothing to %s" % (name, self.action))
                 continue

@@ -892,8 +892,8 @@ def clients_to(engine, names, state, compose_command=None, timeout=None, check_m
     errors = []
     infos = dict((name, engine.inspect(name)) for name in names)
     # A client of the other engine named by mistake would keep writing: refused before anything stops.
-    elsewhere = [engine.missing(name, "client container") for name in names
-                 if infos[name] is None and engine.other_engine_having(name)]
+    elsewhere = [text for text in (engine.other_engine_refusal(name, "client container") for name in names
+                                   if infos[name] is None) if text]
     if elsewhere:
         raise ComposeError("; ".join(elsewhere), result)
     for name in (names if action == "stop" else list(reversed(names))):

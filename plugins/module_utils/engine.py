@@ -423,14 +423,18 @@ class ContainerEngine:
             return None
         return other if rc == 0 else None
 
+    def other_engine_refusal(self, container, what="container"):
+        """The refusal text when ``container`` (missing here) exists in the other engine, else None."""
+        other = self.other_engine_having(container)
+        if not other:
+            return None
+        return ("%s '%s' does not exist in %s; a container '%s' exists in %s: the engine is %s (set it to %s if that "
+                "container is the one meant); nothing was changed"
+                % (what, container, self.binary, container, other, self.binary, other))
+
     def missing(self, container, what="container"):
         """The text of a missing container, naming the other engine when the container is there."""
-        text = "%s '%s' does not exist in %s" % (what, container, self.binary)
-        other = self.other_engine_having(container)
-        if other:
-            text += ("; a container '%s' exists in %s: the engine is %s (set it to %s if that container is the "
-                     "one meant); nothing was changed" % (container, other, self.binary, other))
-        return text
+        return self.other_engine_refusal(container, what) or "%s '%s' does not exist in %s" % (what, container, self.binary)
 
     def require_running(self, container):
         """Inspect data of a running container; EngineError naming the state otherwise."""

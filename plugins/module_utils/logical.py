@@ -30,7 +30,8 @@ import time
 from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_archive import conninfo_dbname
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, container_env
-from ansible_collections.nl_biomero.database.plugins.module_utils.write_fence import quote_ident, quote_literal
+from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade_plan import compare_fingerprints, first_ten
+from ansible_collections.nl_biomero.database.plugins.module_utils.write_fence import WriteFence, quote_ident, quote_literal
 
 PUBLICATION = "nlb_upgrade"
 PREFIX = "nlb_upgrade_"
@@ -281,10 +282,9 @@ class Logical:
     def ddl_check(self, before):
         changes = catalog_changes(before, self.catalog(sorted(before)))
         if changes:
-            more = " (and %d more)" % (len(changes) - 10) if len(changes) > 10 else ""
-            raise LogicalError("the schema of the old server changed during the copy (DDL): %s%s; logical "
+            raise LogicalError("the schema of the old server changed during the copy (DDL): %s; logical "
                                "replication does not carry DDL, the upgrade stops (run it again once the schema "
-                               "stays the same)" % ("; ".join(changes[:10]), more), {"ddl_changes": changes})
+                               "stays the same)" % first_ten(changes), {"ddl_changes": changes})
 
     def sysid(self):
         return self._scalar(self.target, "SELECT system_identifier FROM pg_control_system()")
@@ -448,8 +448,7 @@ def verify_copy(source, target, databases, kind):
     new cluster is fenced first and stays so until it runs under the instance name and is checked there
     (unlisted writers reach it as soon as it does: a rollback then loses none of their writes)."""
     # upgrade imports this module (preflight): imported here, not at the top
-    from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade import fingerprint, compare_fingerprints
-    from ansible_collections.nl_biomero.database.plugins.module_utils.write_fence import WriteFence
+    from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade import fingerprint
     # Fenced first, as the old one is: the fence is part of what is compared.
     WriteFence(target).on(databases)
     salt = binascii.hexlify(os.urandom(16)).decode("ascii")
@@ -471,9 +470,8 @@ def verify_copy(source, target, databases, kind):
             raise LogicalError("fingerprint of %s failed: %s" % (pg.container, taken[name]))
     differences = compare_fingerprints(taken["old"], taken["new"])
     if differences:
-        more = " (and %d more)" % (len(differences) - 10) if len(differences) > 10 else ""
-        raise LogicalError("%s differs from the old instance %s after the switchover: %s%s"
-                           % (target.container, source.container, "; ".join(differences[:10]), more),
+        raise LogicalError("%s differs from the old instance %s after the switchover: %s"
+                           % (target.container, source.container, first_ten(differences)),
                            {"differences": differences})
     return {"fingerprint": taken["old"], "differences": [], "matches": True}
 

@@ -34,7 +34,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.restore import
 from ansible_collections.nl_biomero.database.plugins.module_utils.tuning import parse_describe_config, unknown_settings
 from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade_plan import (
     UpgradeError, aside_names, clone_problems, clone_spec, command_settings, compare_fingerprints, data_mounts,
-    decide, disk_estimate, disk_problems, extension_names, image_major, missing_extensions, new_volume_name,
+    first_ten, decide, disk_estimate, disk_problems, extension_names, image_major, missing_extensions, new_volume_name,
     old_container_name, recovery_plan, smoke_tables, upgrade_labels)
 from ansible_collections.nl_biomero.database.plugins.module_utils.db_properties import (
     create_database_sql, property_statements)
@@ -471,9 +471,8 @@ def fingerprint_result(container, engine="auto", login_user=None, login_password
     differences = compare_fingerprints(compare_to, taken) if compare_to else []
     result = {"changed": False, "fingerprint": taken, "differences": differences, "matches": not differences}
     if differences and fail_on_difference:
-        more = " (and %d more)" % (len(differences) - 10) if len(differences) > 10 else ""
-        result.update(failed=True, msg="%s differs from the earlier fingerprint: %s%s"
-                      % (container, "; ".join(differences[:10]), more))
+        result.update(failed=True, msg="%s differs from the earlier fingerprint: %s"
+                      % (container, first_ten(differences)))
     return result
 
 

@@ -641,6 +641,12 @@ def recovery_plan(name, current, aside, staging, volumes, journal=None, rollback
     return plan
 
 
+def first_ten(items):
+    """The first ten of ``items`` joined with '; ', and how many more there are (messages stay readable)."""
+    more = " (and %d more)" % (len(items) - 10) if len(items) > 10 else ""
+    return "; ".join(items[:10]) + more
+
+
 def compare_fingerprints(before, after):
     """Differences between two fingerprints (as returned by pg_fingerprint), as readable strings.
 

@@ -128,6 +128,7 @@ class _PodmanWithoutTheClient(_Engine):
         return "docker" if name == "web" else None
 
     missing = ContainerEngine.missing
+    other_engine_refusal = ContainerEngine.other_engine_refusal
 
 
 def test_clients_to_refuses_a_client_of_the_other_engine_before_stopping_anything():

@@ -51,6 +51,7 @@ class _Engine:
         return self.images.get(reference)
 
     missing = ContainerEngine.missing
+    other_engine_refusal = ContainerEngine.other_engine_refusal
 
     def other_engine_having(self, container):
         return "podman" if container in self.elsewhere else None
