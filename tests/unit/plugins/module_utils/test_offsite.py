@@ -35,6 +35,14 @@ def store_dir(tmp_path):
     return str(path)
 
 
+def flip_first_byte(path):
+    """Tamper with a file: its first byte always changes (a fixed byte would, 1 time in 256, be the random one)."""
+    with open(path, "r+b") as handle:
+        first = handle.read(1)
+        handle.seek(0)
+        handle.write(bytes([first[0] ^ 0xFF]))
+
+
 def stored_files(store_dir, name=SET):
     folder = os.path.join(store_dir, name)
     return sorted(os.path.relpath(os.path.join(base, f), folder) for base, _d, files in os.walk(folder) for f in files)
@@ -104,8 +112,7 @@ def test_a_tampered_stored_copy_is_found_by_verify(local_set, store_dir):
     target = Target({"name": "nas", "directory": store_dir})
     target.copy_set(local_set)
     assert target.verify(SET) == {"set": SET, "verified": True, "problems": []}
-    with open(os.path.join(store_dir, SET, "omero", "omero.dump"), "r+b") as handle:
-        handle.write(b"X")
+    flip_first_byte(os.path.join(store_dir, SET, "omero", "omero.dump"))
     assert target.verify(SET) == {"set": SET, "verified": False,
                                   "problems": ["omero/omero.dump differs from the copy that was verified"]}
 
@@ -188,8 +195,7 @@ def test_fetch_brings_an_encrypted_set_back_checked_and_refuses_without_the_iden
 def test_fetch_of_a_tampered_copy_fails_naming_the_file_and_leaves_nothing(local_set, store_dir, tmp_path):
     target = Target({"name": "nas", "directory": store_dir})
     target.copy_set(local_set)
-    with open(os.path.join(store_dir, SET, "omero", "omero.dump"), "r+b") as handle:
-        handle.write(b"X")
+    flip_first_byte(os.path.join(store_dir, SET, "omero", "omero.dump"))
     restored = tmp_path / "restored"
     restored.mkdir()
     with pytest.raises(OffsiteError, match="omero/omero.dump arrived as .* stored as"):
