@@ -475,6 +475,16 @@ class ContainerEngine:
         """Remove a container (running or not) with its anonymous volumes; a missing one is fine."""
         self.call("rm", "-f", "-v", container)
 
+    def remove_network(self, name, containers):
+        """Disconnect ``containers`` from network ``name`` (they keep running), then remove it; True when it was
+        there. (The same commands on both engines; podman's ``rm --force`` would remove the containers.)"""
+        if self.call("network", "inspect", name)[0] != 0:
+            return False
+        for container in containers:
+            self.call("network", "disconnect", "--force", name, container)
+        self.checked("removing network %s" % name, "network", "rm", name)
+        return True
+
     def names(self, kind, *filters):
         """Names of the containers (``kind`` 'container', stopped ones too) or volumes ('volume') that match
         every filter ('key=value', as ``--filter`` takes it)."""

@@ -151,8 +151,9 @@ SQL_CATALOG = r"""SELECT coalesce(json_object_agg(k, md5(v)), '{}')::text FROM (
 # Every sequence: qualified name, value to set, whether nextval() was called.
 SQL_SEQUENCES = r"""SELECT coalesce(json_agg(json_build_array(format('%I.%I', schemaname, sequencename),
   coalesce(last_value, start_value), last_value IS NOT NULL) ORDER BY 1), '[]')::text FROM pg_sequences"""
-SQL_LARGE_OBJECTS = ("SELECT count(*), coalesce(sum(octet_length(data)), 0) FROM pg_largeobject_metadata m "
-                     "LEFT JOIN pg_largeobject l ON l.loid = m.oid")
+# One row per large object with its size.
+SQL_LARGE_OBJECTS = ("SELECT m.oid, coalesce(sum(octet_length(l.data)), 0) AS bytes FROM pg_largeobject_metadata m "
+                     "LEFT JOIN pg_largeobject l ON l.loid = m.oid GROUP BY m.oid")
 # Our slots on the old server (the tablesync ones carry the subscriber's system identifier).
 SQL_SLOTS = r"""SELECT slot_name, database, coalesce(active_pid::text, ''),
   coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint::text, ''),
@@ -243,7 +244,8 @@ def read_preflight(pg, databases):
              "unfit": [], "large_objects": {"count": 0, "bytes": 0}}
     for database in databases:
         found["unfit"] += [("%s: %s" % (database, r[0]), r[1]) for r in pg.query(SQL_UNFIT_TABLES, database=database)]
-        count, size = pg.query(SQL_LARGE_OBJECTS, database=database)[0]
+        count, size = pg.query("SELECT count(*), coalesce(sum(bytes), 0) FROM (%s) lo" % SQL_LARGE_OBJECTS,
+                               database=database)[0]
         found["large_objects"]["count"] += int(count)
         found["large_objects"]["bytes"] += int(size)
     return found
@@ -376,35 +378,49 @@ class Logical:
         self._wait("the final catch-up", timeout, check, poll=0.05)
         return position, round(time.time() - started, 2)
 
-    def copy_sequences(self, databases):
-        count = 0
+    def copy_sequences_and_large_objects(self, databases, pipe):
+        """Every sequence set from the old values, and the large objects (neither is replicated): one read of the
+        old server per database; large objects by pg_dump of them alone streamed into pg_restore (``pipe``:
+        upgrade.Pipe's stream). (number of sequences, {count, bytes} of the large objects)"""
+        sequences, found = 0, {"count": 0, "bytes": 0}
         for database in databases:
-            rows = json.loads(self._scalar(self.source, SQL_SEQUENCES, database))
+            read = json.loads(self._scalar(self.source, "SELECT json_build_array((%s)::json, (SELECT json_build_array("
+                                           "count(*), sum(bytes)) FROM (%s) lo))::text"
+                                           % (SQL_SEQUENCES, SQL_LARGE_OBJECTS), database))
+            rows, (count, size) = read
             if rows:
                 self._q(self.target, setval_script(rows), database)
-            count += len(rows)
-        return count
-
-    def copy_large_objects(self, databases, pipe):
-        """Large objects: pg_dump of them alone streamed into pg_restore (``pipe``: upgrade.Pipe's stream)."""
-        found = {"count": 0, "bytes": 0}
-        for database in databases:
-            count, size = self._q(self.source, SQL_LARGE_OBJECTS, database)[0]
-            if int(count):
+            sequences += len(rows)
+            if count:
                 pipe(database, large_objects_dump_argv(database))
                 found["count"] += int(count)
-                found["bytes"] += int(size)
-        return found
+                found["bytes"] += int(size or 0)
+        return sequences, found
 
-    def cleanup(self, sysid=None, timeout=60):
-        """Drop the subscriptions (target, when it runs), our slots and publications (source). Idempotent."""
+    def cleanup(self, sysid=None, timeout=60, databases=None, reachable=False):
+        """Drop the subscriptions (target, when it runs), our slots and publications (source). Idempotent.
+
+        ``reachable`` (the switchover: both servers up and linked): each DROP SUBSCRIPTION drops its slot on the
+        old server itself, the quickest way; should it fail, the subscription is detached and dropped as on
+        every other path, where its slot is dropped directly (the drop then never waits on the old server).
+        ``databases``: where the publications are (default: every database of the old server).
+        """
         dropped = {"subscriptions": [], "slots": [], "publications": []}
         if self.target is not None:
             for name, database in self._q(self.target, SQL_SUBSCRIPTIONS):
                 sub = quote_ident(name)
-                # Detached from its slot first: the drop then never waits on the old server.
-                self._q(self.target, "ALTER SUBSCRIPTION %s DISABLE; ALTER SUBSCRIPTION %s SET (slot_name = NONE); "
-                        "DROP SUBSCRIPTION %s" % (sub, sub, sub), database)
+                with_slot = False
+                if reachable:
+                    try:
+                        # a bound on the wait for the old server (then detached, as below)
+                        self._q(self.target, "SET statement_timeout = '30s'; DROP SUBSCRIPTION %s" % sub, database)
+                        with_slot = True
+                        dropped["slots"].append(name)
+                    except LogicalError:
+                        pass  # still there (the drop is one transaction): detached and dropped below
+                if not with_slot:
+                    self._q(self.target, "ALTER SUBSCRIPTION %s DISABLE; ALTER SUBSCRIPTION %s SET (slot_name = NONE); "
+                            "DROP SUBSCRIPTION %s" % (sub, sub, sub), database)
                 dropped["subscriptions"].append(name)
             sysid = sysid or self.sysid()
         deadline = time.time() + timeout
@@ -428,12 +444,13 @@ class Logical:
                                            "keeps WAL until the disk is full"
                                            % (slot["slot"], self.source.container, timeout, slot["slot"]))
             time.sleep(0.2 if slots else 0)
-        for database in self.databases():
-            if self._q(self.source, "SELECT 1 FROM pg_publication WHERE pubname = %s" % quote_literal(PUBLICATION),
-                       database):
-                # The old server may be fenced (read-only by default): this session writes.
-                self._q(self.source, "SET default_transaction_read_only = off; DROP PUBLICATION IF EXISTS %s"
-                        % PUBLICATION, database)
+        for database in self.databases() if databases is None else databases:
+            # The old server may be fenced (read-only by default): this session writes. The first row says
+            # whether the publication was there (psql then prints the command tags).
+            rows = self._q(self.source, "SELECT count(*) FROM pg_publication WHERE pubname = %s; "
+                           "SET default_transaction_read_only = off; DROP PUBLICATION IF EXISTS %s"
+                           % (quote_literal(PUBLICATION), PUBLICATION), database)
+            if rows and rows[0][0] != "0":
                 dropped["publications"].append(database)
         return dropped
 
@@ -442,21 +459,13 @@ class Logical:
 # The module's call
 # ---------------------------------------------------------------------------
 
-def verify_copy(source, target, databases, kind):
-    """The switchover's verification, inside the downtime: both clusters fingerprinted side by side (rows,
-    sequences, roles, properties, smoke counts; writes are fenced, the replication is gone) and compared. The
-    new cluster is fenced first and stays so until it runs under the instance name and is checked there
-    (unlisted writers reach it as soon as it does: a rollback then loses none of their writes)."""
-    # upgrade imports this module (preflight): imported here, not at the top
-    from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade import fingerprint
-    # Fenced first, as the old one is: the fence is part of what is compared.
-    WriteFence(target).on(databases)
-    salt = binascii.hexlify(os.urandom(16)).decode("ascii")
+def _side_by_side(work, source, target):
+    """{'old': work(source), 'new': work(target)}, the two run at once (each mostly waits on its server)."""
     taken = {}
 
     def take(name, pg):
         try:
-            taken[name] = fingerprint(pg, databases, kind, salt)
+            taken[name] = work(pg)
         except NlbError as exc:
             taken[name] = exc
 
@@ -465,6 +474,35 @@ def verify_copy(source, target, databases, kind):
         thread.start()
     for thread in threads:
         thread.join()
+    return taken
+
+
+def count_both(source, target, databases):
+    """Exact row counts with their change signatures, of both clusters side by side, while the clients still
+    work: {'old': {database: counted_rows}, 'new': ...}. The switchover counts again only what changed since."""
+    # upgrade imports this module (preflight): imported here, not at the top
+    from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade import counted_rows
+    taken = _side_by_side(lambda pg: dict((db, counted_rows(pg, db)) for db in databases), source, target)
+    for name, pg in (("old", source), ("new", target)):
+        if isinstance(taken[name], NlbError):
+            raise LogicalError("counting the rows of %s failed: %s" % (pg.container, taken[name]))
+    return taken
+
+
+def verify_copy(source, target, databases, kind, counted=None):
+    """The switchover's verification, inside the downtime: both clusters fingerprinted side by side (rows,
+    sequences, roles, properties, smoke counts; writes are fenced, the replication is gone) and compared. The
+    new cluster is fenced first and stays so until it runs under the instance name and is checked there
+    (unlisted writers reach it as soon as it does: a rollback then loses none of their writes). With
+    ``counted`` (:func:`count_both`), only the tables changed since are counted again."""
+    # upgrade imports this module (preflight): imported here, not at the top
+    from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade import fingerprint
+    # Fenced first, as the old one is: the fence is part of what is compared.
+    WriteFence(target).on(databases)
+    salt = binascii.hexlify(os.urandom(16)).decode("ascii")
+    counted = counted or {}
+    taken = _side_by_side(lambda pg: fingerprint(pg, databases, kind, salt, counted=counted.get(
+        "old" if pg is source else "new")), source, target)
     for name, pg in (("old", source), ("new", target)):
         if isinstance(taken[name], NlbError):
             raise LogicalError("fingerprint of %s failed: %s" % (pg.container, taken[name]))
@@ -473,7 +511,10 @@ def verify_copy(source, target, databases, kind):
         raise LogicalError("%s differs from the old instance %s after the switchover: %s"
                            % (target.container, source.container, first_ten(differences)),
                            {"differences": differences})
-    return {"fingerprint": taken["old"], "differences": [], "matches": True}
+    recounted = dict((name, ["%s: %s" % (database, table) for database, item in sorted(taken[name]["databases"].items())
+                             for table in item.get("recounted") or []]) for name in ("old", "new"))
+    return {"fingerprint": taken["old"], "differences": [], "matches": True, "tables_recounted": recounted,
+            "new_system_identifier": taken["new"]["system_identifier"]}
 
 
 def _password(source, login_password):
@@ -493,7 +534,8 @@ def _password(source, login_password):
 
 def logical_result(step, container, engine="auto", login_user=None, login_password=None, target_container=None,
                    databases=None, host=None, catalog=None, sysid=None, timeout=3600, max_lag_bytes=16 << 20,
-                   wal_level=False, identity_full=None, verify=False, kind="auto", fingerprint_databases=None):
+                   wal_level=False, identity_full=None, verify=False, kind="auto", fingerprint_databases=None,
+                   counted=None, network=None):
     """pg_upgrade_logical: one step of the logical copy (prepare, begin, subscribe, synced, switchover, absent)."""
     source = PgContainer(container, engine, login_user, login_password)
     target = None
@@ -515,6 +557,9 @@ def logical_result(step, container, engine="auto", login_user=None, login_passwo
     elif step == "synced":
         names = subscription_names(databases)
         result.update(subscriptions=names, copy_s=logical.wait_synced(names, catalog or {}, timeout, max_lag_bytes))
+        started = time.time()
+        result["counted"] = count_both(source, target, fingerprint_databases or databases)
+        result["counted_s"] = round(time.time() - started, 2)
     elif step == "switchover":
         # upgrade imports this module (preflight): imported here, not at the top
         from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade import Pipe
@@ -522,12 +567,15 @@ def logical_result(step, container, engine="auto", login_user=None, login_passwo
         started = time.time()
         logical.ddl_check(catalog or {})
         result["wal_position"], result["catch_up_s"] = logical.catch_up(names, timeout)
-        result["sequences"] = logical.copy_sequences(databases)
-        result["large_objects"] = logical.copy_large_objects(databases, Pipe(source, target).stream)
-        result["dropped"] = logical.cleanup(sysid)
+        result["sequences"], result["large_objects"] = logical.copy_sequences_and_large_objects(
+            databases, Pipe(source, target).stream)
+        result["dropped"] = logical.cleanup(sysid, databases=databases, reachable=True)
+        if network:
+            # While the old server runs: a stopped container cannot leave a removed network, and would not start again.
+            result["network_removed"] = source.engine.remove_network(network, [container, target_container])
         result["switchover_s"] = round(time.time() - started, 2)
         if verify:
-            result.update(verify_copy(source, target, fingerprint_databases or databases, kind))
+            result.update(verify_copy(source, target, fingerprint_databases or databases, kind, counted))
             result["verify_s"] = round(time.time() - started - result["switchover_s"], 2)
     elif step == "absent":
         result["dropped"] = logical.cleanup(sysid)

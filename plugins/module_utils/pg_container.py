@@ -20,12 +20,27 @@ _USER_TABLES = r"""FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     AND n.nspname !~ '^pg_(toast|temp_)'
     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                     AND d.objid = c.oid AND d.deptype = 'e')"""
-# Exact per-table row counts in one round trip; the server quotes identifiers.
-SQL_TABLE_ROWS = r"""SELECT coalesce(json_object_agg(t.name, t.n ORDER BY t.name), '{}')::text FROM (
+
+
+def table_rows_sql(condition=""):
+    """Exact per-table row counts in one round trip (of the user tables matching ``condition``, SQL on ``n``
+    and ``c``); the server quotes identifiers."""
+    return r"""SELECT coalesce(json_object_agg(t.name, t.n ORDER BY t.name), '{}')::text FROM (
   SELECT n.nspname || '.' || c.relname AS name,
     (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %I.%I', n.nspname, c.relname),
                                           false, true, '')))[1]::text::bigint AS n
-  """ + _USER_TABLES + ") t"
+  """ + _USER_TABLES + condition + ") t"
+
+
+SQL_TABLE_ROWS = table_rows_sql()
+# What changes when a table's rows may have: its file node (TRUNCATE, rewrites) and its cumulative counts of
+# inserted and deleted rows. None (always counted again) for a partitioned table or one with children (their
+# rows live in other tables) and on servers before 15 (whose statistics collector may drop messages).
+SQL_TABLE_SIGNATURES = r"""SELECT coalesce(json_object_agg(n.nspname || '.' || c.relname,
+    CASE WHEN c.relkind = 'p' OR c.relhassubclass OR current_setting('server_version_num')::int < 150000 THEN NULL
+         ELSE concat_ws(':', pg_relation_filenode(c.oid), pg_stat_get_tuples_inserted(c.oid),
+                        pg_stat_get_tuples_deleted(c.oid)) END), '{}')::text
+  """ + _USER_TABLES
 SQL_SEQUENCES = r"""SELECT coalesce(json_object_agg(schemaname || '.' || sequencename, last_value
   ORDER BY schemaname, sequencename), '{}')::text FROM pg_sequences"""
 
@@ -108,9 +123,15 @@ class PgContainer:
     def database_exists(self, name):
         return name in self.databases()
 
-    def table_row_counts(self, database):
-        """{'schema.table': exact row count} of the user tables of ``database``."""
-        return json.loads(self.scalar(SQL_TABLE_ROWS, database=database))
+    def table_row_counts(self, database, tables=None):
+        """{'schema.table': exact row count} of the user tables of ``database`` (of those named in ``tables``)."""
+        if tables is None:
+            return json.loads(self.scalar(SQL_TABLE_ROWS, database=database))
+        if not tables:
+            return {}
+        names = ", ".join("'%s'" % name.replace("'", "''") for name in tables)
+        return json.loads(self.scalar(table_rows_sql(" AND n.nspname || '.' || c.relname IN (%s)" % names),
+                                      database=database))
 
     def sequence_values(self, database):
         """{'schema.sequence': last_value or None} of ``database``."""

@@ -27,13 +27,15 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.engine import 
 from ansible_collections.nl_biomero.database.plugins.module_utils.logical import (
     preflight_problems as logical_problems, read_preflight)
 from ansible_collections.nl_biomero.database.plugins.module_utils.errors import NlbError
-from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import PgContainer, container_env
+from ansible_collections.nl_biomero.database.plugins.module_utils.pg_container import (
+    SQL_SEQUENCES, SQL_TABLE_ROWS, SQL_TABLE_SIGNATURES, PgContainer, container_env)
 from ansible_collections.nl_biomero.database.plugins.module_utils.pg_tools import major_version
 from ansible_collections.nl_biomero.database.plugins.module_utils.restore import (
     conninfo_dbname, filter_globals, pg_restore_argv, psql_script_argv, session_options)
 from ansible_collections.nl_biomero.database.plugins.module_utils.tuning import parse_describe_config, unknown_settings
 from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade_plan import (
-    UpgradeError, aside_names, clone_problems, clone_spec, command_settings, compare_fingerprints, data_mounts,
+    UpgradeError, aside_names, clone_problems, clone_spec, command_settings, compare_fingerprints, compare_identity,
+    data_mounts,
     first_ten, decide, disk_estimate, disk_problems, extension_names, image_major, missing_extensions, new_volume_name,
     old_container_name, recovery_plan, smoke_tables, upgrade_labels)
 from ansible_collections.nl_biomero.database.plugins.module_utils.db_properties import (
@@ -55,7 +57,8 @@ SQL_OBJECTS = r"""SELECT
   + (SELECT count(*) FROM pg_largeobject_metadata)
   + (SELECT count(*) FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'public')
     AND nspname !~ '^pg_')"""
-SQL_ROLES = r"SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1"
+SQL_ROLES = r"SELECT coalesce(json_agg(rolname ORDER BY rolname), '[]')::text FROM pg_roles WHERE rolname !~ '^pg_'"
+SQL_IDENTITY = "SHOW server_version; SELECT system_identifier FROM pg_control_system()"
 SQL_TABLESPACES = "SELECT spcname FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY 1"
 
 
@@ -103,55 +106,104 @@ def _smoke_sql(table):
             "END" % (table, table))
 
 
-def database_properties(pg):
+def _database_sql(kind, row_counts):
+    """One statement reading what the fingerprint keeps of one database, as one JSON row: its sequences, smoke
+    counts and, with ``row_counts``, the row counts or (``"signatures"``) the tables' change signatures."""
+    smoke = ", ".join("'%s', (%s)" % (table, _smoke_sql(table)) for table in smoke_tables(kind))
+    tables = {True: "(%s)::json" % SQL_TABLE_ROWS, "signatures": "(%s)::json" % SQL_TABLE_SIGNATURES}.get(
+        row_counts, "NULL")
+    return "SELECT json_build_object('sequences', (%s)::json, 'smoke', json_build_object(%s), 'tables', %s)::text" % (
+        SQL_SEQUENCES, smoke, tables)
+
+
+def database_properties(pg, text=None):
     """{database: properties} of every database; settings as they were before a write fence, and whether one is up."""
-    properties = json.loads(pg.scalar(SQL_DATABASE_PROPERTIES))
+    properties = json.loads(text or pg.scalar(SQL_DATABASE_PROPERTIES))
     for name, item in properties.items():
         item["settings"], item["write_fence"] = unfenced(name, item["settings"])
         item["role_settings"] = dict((role, sorted(values)) for role, values in item["role_settings"].items())
     return properties
 
 
-def role_properties(pg, salt):
+def role_properties(pg, salt, superuser=None):
     """{role: properties}; ``password`` is sha256(salt + hash) when the login user may read pg_authid, else None."""
     if not _SALT.match(salt or ""):
         raise UpgradeError("password_salt %r is not 16 to 64 lower-case hex digits" % (salt,))
-    superuser = pg.scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user") == "t"
+    if superuser is None:
+        superuser = pg.scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user") == "t"
     roles = json.loads(pg.scalar(SQL_ROLE_PROPERTIES % (SQL_PASSWORD_DIGEST % salt if superuser else "NULL")))
     for item in roles.values():
         item["settings"] = sorted(item["settings"])
     return roles, superuser
 
 
-def fingerprint(pg, databases=None, kind="auto", salt=None, row_counts=True):
+def counted_rows(pg, database):
+    """{table: [exact row count, change signature]} of ``database``: the signature is read first, so a change
+    made while counting changes it (see :func:`settled_row_counts`)."""
+    signatures = json.loads(pg.scalar(SQL_TABLE_SIGNATURES, database=database))
+    counts = pg.table_row_counts(database)
+    return dict((table, [count, signatures.get(table)]) for table, count in counts.items())
+
+
+def settled_row_counts(counted, signatures, count):
+    """(exact row counts, tables counted again) of one database, from counts taken earlier.
+
+    ``counted``: {table: [count, signature]} (:func:`counted_rows`); ``signatures``: {table: signature} read now;
+    ``count(tables)`` counts those tables now. A table's earlier count holds when its signature (file node,
+    rows inserted, rows deleted: cumulative statistics, which a finished session has always written) is the
+    same now; a table without one (partitioned, with children, a server before 15) or new is counted again.
+    """
+    again = sorted(table for table, signature in signatures.items()
+                   if signature is None or (counted.get(table) or [None, None])[1] != signature)
+    counts = dict((table, counted[table][0]) for table in signatures if table not in again)
+    if again:
+        counts.update(count(again))
+    return counts, again
+
+
+def identity(pg):
+    """Which cluster serves, in one query: the server version, the system identifier (initdb's, kept by every
+    start of that data directory) and per database whether a write fence is up."""
+    version, sysid, properties = [row[0] for row in pg.query(SQL_IDENTITY + "; " + SQL_DATABASE_PROPERTIES)]
+    return {"server_version": version.split()[0], "system_identifier": sysid,
+            "databases": dict((name, {"write_fence": item["write_fence"]})
+                              for name, item in database_properties(pg, properties).items())}
+
+
+def fingerprint(pg, databases=None, kind="auto", salt=None, row_counts=True, counted=None):
     """What an upgrade must keep, of a PgContainer: per database row counts, sequence values, smoke counts and
     database-level properties; the roles with their attributes, settings, memberships and password digests.
 
     ``salt`` (hex) salts the password digests: a comparison uses the salt of the fingerprint it compares to.
-    Without ``row_counts`` the tables are not counted (and not compared).
+    Without ``row_counts`` the tables are not counted (and not compared). ``counted`` ({database:
+    :func:`counted_rows`}): counts taken earlier, only the tables changed since are counted again (their names
+    under ``recounted``). One query per database and two for the cluster (each exec costs downtime).
     """
     if not databases:
         databases = [row[0] for row in pg.query(SQL_DATABASES)]
     salt = salt or binascii.hexlify(os.urandom(16)).decode("ascii")
-    properties = database_properties(pg)
-    result = {"server_version": pg.server_version(), "databases": {}, "roles": []}
+    version, sysid, superuser, properties = [row[0] for row in pg.query(
+        SQL_IDENTITY + "; SELECT rolsuper FROM pg_roles WHERE rolname = current_user; " + SQL_DATABASE_PROPERTIES)]
+    properties = database_properties(pg, properties)
+    result = {"server_version": version.split()[0], "system_identifier": sysid, "databases": {}, "roles": []}
+    mode = "signatures" if (row_counts and counted is not None) else bool(row_counts)
     for database in databases:
-        smoke = {}
-        for table in smoke_tables(kind):
-            value = pg.scalar(_smoke_sql(table), database=database)
-            if value not in (None, ""):
-                smoke[table] = int(value)
+        read = json.loads(pg.scalar(_database_sql(kind, mode), database=database))
         item = properties.get(database) or {}
         result["databases"][database] = {
-            "sequences": pg.sequence_values(database),
-            "smoke": smoke,
+            "sequences": read["sequences"],
+            "smoke": dict((table, int(value)) for table, value in read["smoke"].items() if value not in (None, "")),
             "write_fence": item.pop("write_fence", False),
             "properties": item,
         }
-        if row_counts:
-            result["databases"][database]["tables"] = pg.table_row_counts(database)
-    result["roles"] = [row[0] for row in pg.query(SQL_ROLES)]
-    result["role_properties"], result["passwords_compared"] = role_properties(pg, salt)
+        if mode == "signatures":
+            tables, again = settled_row_counts((counted or {}).get(database) or {}, read["tables"],
+                                               lambda names, db=database: pg.table_row_counts(db, names))
+            result["databases"][database].update(tables=tables, recounted=again)
+        elif mode:
+            result["databases"][database]["tables"] = read["tables"]
+    result["roles"] = json.loads(pg.scalar(SQL_ROLES))
+    result["role_properties"], result["passwords_compared"] = role_properties(pg, salt, superuser == "t")
     result["password_salt"] = salt
     return result
 
@@ -459,16 +511,23 @@ def preflight_result(container, target_image, engine="auto", login_user=None, lo
 
 
 def fingerprint_result(container, engine="auto", login_user=None, login_password=None, databases=None, kind="auto",
-                       compare_to=None, fail_on_difference=True, row_counts=True):
-    """pg_fingerprint: the fingerprint and its differences with ``compare_to``; ``failed`` on a difference."""
+                       compare_to=None, fail_on_difference=True, row_counts=True, system_identifier=None):
+    """pg_fingerprint: the fingerprint and its differences with ``compare_to``; ``failed`` on a difference.
+    With ``system_identifier`` only the identity is read and compared (:func:`identity`)."""
     try:
         pg = PgContainer(container, engine, login_user, login_password)
         if not databases and compare_to:
             databases = sorted((compare_to.get("databases") or {}).keys())
-        taken = fingerprint(pg, databases, kind, (compare_to or {}).get("password_salt"), row_counts)
+        if system_identifier:
+            taken = identity(pg)
+        else:
+            taken = fingerprint(pg, databases, kind, (compare_to or {}).get("password_salt"), row_counts)
     except NlbError as exc:
         raise UpgradeError("fingerprint of %s failed: %s" % (container, exc))
-    differences = compare_fingerprints(compare_to, taken) if compare_to else []
+    if system_identifier:
+        differences = compare_identity(compare_to or {}, taken, system_identifier)
+    else:
+        differences = compare_fingerprints(compare_to, taken) if compare_to else []
     result = {"changed": False, "fingerprint": taken, "differences": differences, "matches": not differences}
     if differences and fail_on_difference:
         result.update(failed=True, msg="%s differs from the earlier fingerprint: %s"

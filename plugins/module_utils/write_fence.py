@@ -205,7 +205,11 @@ class WriteFence:
         return [dict((k, v) for k, v in ended[pid].items() if k != "ended") for pid in sorted(ended)]
 
     def on(self, databases=None, terminate=True, check_mode=False):
-        known = self.databases()
+        # One exec reads the databases, the role overrides and (databases named) their sessions: the fence
+        # goes up while the clients wait.
+        read = [json.loads(row[0]) for row in self.pg.query(";\n".join(
+            [SQL_DATABASES, SQL_OVERRIDES] + ([sessions_sql(databases)] if databases else [])))]
+        known = dict((row["name"], row) for row in read[0])
         if databases is None:
             names, missing = [name for name, row in sorted(known.items()) if row["connectable"]], []
         else:
@@ -219,10 +223,10 @@ class WriteFence:
             else:
                 previous[name] = settings.get(SETTING)
         new = [name for name in names if name not in already]
-        sessions = self.sessions(names)
+        sessions = read[2] if len(read) > 2 else self.sessions(names)
         result = {"state": "on", "databases": names, "fenced": new, "already_fenced": already,
                   "previous": previous, "missing": missing, "sessions": sessions, "sessions_ended": [],
-                  "warnings": override_warnings(self._json(SQL_OVERRIDES))}
+                  "warnings": override_warnings(read[1])}
         result["changed"] = bool(new or (terminate and sessions))
         if check_mode or not names:
             return result

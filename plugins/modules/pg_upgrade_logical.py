@@ -23,7 +23,9 @@ description:
     check compares against it) and the staging cluster's system identifier; changes nothing.
   - O(step=subscribe) creates the publications and the subscriptions (the copy starts).
   - O(step=synced) waits until every table is copied and each slot is within O(max_lag_bytes); fails at once when
-    the schema of the old server changed (naming the objects).
+    the schema of the old server changed (naming the objects). Then, while the clients still work, it counts the
+    rows of every table of O(fingerprint_databases) in both clusters side by side (RV(counted)); the verification of
+    the switchover counts again only the tables changed since.
   - O(step=switchover), with writes stopped, checks for DDL, waits until every slot confirmed the old server's current
     WAL position, sets every sequence from the old values, copies the large objects (logical replication carries
     neither), then drops the subscriptions, slots and publications.
@@ -93,6 +95,17 @@ options:
     description: The databases the verification fingerprints (default O(databases)); the empty ones too.
     type: list
     elements: str
+  network:
+    description: O(step=switchover) then removes this network (the private one between both servers), disconnecting
+      O(container) and O(target_container), which keep running.
+    type: str
+  counted:
+    description:
+      - The RV(counted) of O(step=synced). O(step=switchover) with O(verify) then takes a table's earlier count as
+        it is when the table's file node and its cumulative counts of inserted and deleted rows (the server's
+        statistics) are the same in that cluster, and counts every other table again (partitioned tables, tables
+        with children and every table of a server before 15 always). Without it every table is counted.
+    type: dict
 attributes:
   check_mode:
     support: none
@@ -141,6 +154,19 @@ copy_s:
   description: Seconds O(step=synced) waited.
   returned: step synced
   type: float
+counted:
+  description: C(old) and C(new), per database per table its exact row count and change signature.
+  returned: step synced
+  type: dict
+counted_s:
+  description: Seconds the counting of O(step=synced) took (outside the downtime).
+  returned: step synced
+  type: float
+tables_recounted:
+  description: C(old) and C(new), the tables the verification counted again (changed since RV(counted)), each as
+    the database, a colon and a space, and the table.
+  returned: step switchover with O(verify)
+  type: dict
 catch_up_s:
   description: Seconds the final catch-up took.
   returned: step switchover
@@ -161,6 +187,14 @@ fingerprint:
   description: With O(verify), the old cluster's fingerprint (as M(nl_biomero.database.pg_fingerprint) returns it).
   returned: step switchover with O(verify)
   type: dict
+network_removed:
+  description: Whether O(network) was there and is removed.
+  returned: step switchover with O(network)
+  type: bool
+new_system_identifier:
+  description: With O(verify), the system identifier of the verified new cluster.
+  returned: step switchover with O(verify)
+  type: str
 verify_s:
   description: Seconds the verification took.
   returned: step switchover with O(verify)
@@ -194,6 +228,8 @@ def main():
             verify=dict(type="bool", default=False),
             kind=dict(type="str", default="auto", choices=["auto", "omero", "biomero", "none"]),
             fingerprint_databases=dict(type="list", elements="str"),
+            counted=dict(type="dict"),
+            network=dict(type="str"),
         ),
         required_if=[("step", "begin", ["target_container"]), ("step", "subscribe", ["target_container"]),
                      ("step", "synced", ["target_container"]), ("step", "switchover", ["target_container"])],

@@ -302,3 +302,44 @@ def test_pipe_failures_name_the_tool_and_its_error(dump, restore, message):
     with pytest.raises(UpgradeError) as err:
         upgrade.Pipe(source, target).copy_database("omero")
     assert str(err.value) == message
+
+
+def _count_only(counts, asked):
+    def count(tables):
+        asked.append(list(tables))
+        return dict((table, counts[table]) for table in tables)
+    return count
+
+
+def test_settled_row_counts_keeps_the_counts_of_unchanged_tables_and_counts_the_changed_ones_again():
+    counted = {"public.big": [1000000, "16384:1000000:0"], "public.hot": [10, "16390:12:2"],
+               "public.truncated": [5, "16400:5:0"]}
+    signatures = {"public.big": "16384:1000000:0",      # unchanged: its count holds
+                  "public.hot": "16390:13:2",           # a row inserted since
+                  "public.truncated": "16500:5:0",      # TRUNCATE: a new file node, same insert/delete counts
+                  "public.new": "16600:0:0"}            # not counted before
+    asked = []
+    now = {"public.hot": 11, "public.truncated": 0, "public.new": 0}
+    counts, again = upgrade.settled_row_counts(counted, signatures, _count_only(now, asked))
+    assert counts == {"public.big": 1000000, "public.hot": 11, "public.truncated": 0, "public.new": 0}
+    assert again == ["public.hot", "public.new", "public.truncated"]
+    assert asked == [again]
+
+
+def test_settled_row_counts_counts_again_a_table_without_a_signature_and_asks_nothing_when_all_hold():
+    # None: partitioned, with children, or a server before 15 (its statistics may drop changes)
+    counted = {"public.parent": [7, None], "public.t": [3, "1:3:0"]}
+    asked = []
+    counts, again = upgrade.settled_row_counts(counted, {"public.parent": None, "public.t": "1:3:0"},
+                                               _count_only({"public.parent": 8}, asked))
+    assert (counts, again) == ({"public.parent": 8, "public.t": 3}, ["public.parent"])
+    asked = []
+    counts, again = upgrade.settled_row_counts({"public.t": [3, "1:3:0"]}, {"public.t": "1:3:0"},
+                                               _count_only({}, asked))
+    assert (counts, again, asked) == ({"public.t": 3}, [], [])
+
+
+def test_settled_row_counts_leaves_out_a_table_that_is_gone():
+    # a dropped table is missing from the counts, so the comparison with the other cluster names it
+    counts, again = upgrade.settled_row_counts({"public.gone": [4, "1:4:0"]}, {}, _count_only({}, []))
+    assert (counts, again) == ({}, [])
