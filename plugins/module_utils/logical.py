@@ -497,12 +497,16 @@ def verify_copy(source, target, databases, kind, counted=None):
     ``counted`` (:func:`count_both`), only the tables changed since are counted again."""
     # upgrade imports this module (preflight): imported here, not at the top
     from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade import fingerprint
-    # Fenced first, as the old one is: the fence is part of what is compared.
-    WriteFence(target).on(databases)
     salt = binascii.hexlify(os.urandom(16)).decode("ascii")
     counted = counted or {}
-    taken = _side_by_side(lambda pg: fingerprint(pg, databases, kind, salt, counted=counted.get(
-        "old" if pg is source else "new")), source, target)
+
+    def take(pg):
+        if pg is target:
+            # Fenced first, as the old one is (the fence is part of what is compared), while the old one is read.
+            WriteFence(target).on(databases)
+        return fingerprint(pg, databases, kind, salt, counted=counted.get("old" if pg is source else "new"))
+
+    taken = _side_by_side(take, source, target)
     for name, pg in (("old", source), ("new", target)):
         if isinstance(taken[name], NlbError):
             raise LogicalError("fingerprint of %s failed: %s" % (pg.container, taken[name]))
@@ -514,7 +518,7 @@ def verify_copy(source, target, databases, kind, counted=None):
     recounted = dict((name, ["%s: %s" % (database, table) for database, item in sorted(taken[name]["databases"].items())
                              for table in item.get("recounted") or []]) for name in ("old", "new"))
     return {"fingerprint": taken["old"], "differences": [], "matches": True, "tables_recounted": recounted,
-            "new_system_identifier": taken["new"]["system_identifier"]}
+            "new_system_identifier": taken["new"]["system_identifier"], "new_server_version": taken["new"]["server_version"]}
 
 
 def _password(source, login_password):

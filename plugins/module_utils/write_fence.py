@@ -164,10 +164,24 @@ def _split(databases, known):
 class WriteFence:
     """Puts up or lifts the write fence on databases of a PgContainer."""
 
-    def __init__(self, pg, wait_timeout=30, poll=0.2):
+    def __init__(self, pg, wait_timeout=30, poll=0.2, system_identifier=None):
         self.pg = pg
         self.wait_timeout = wait_timeout
         self.poll = poll
+        self.system_identifier = system_identifier
+
+    def _read(self, statements):
+        """Rows of one JSON value per statement, in one exec; with ``system_identifier`` the server must be that
+        cluster (checked before anything changes)."""
+        if self.system_identifier:
+            statements = ["SELECT to_json(system_identifier::text)::text FROM pg_control_system()"] + statements
+        read = [json.loads(row[0]) for row in self.pg.query(";\n".join(statements))]
+        if self.system_identifier:
+            found = read.pop(0)
+            if found != str(self.system_identifier):
+                raise FenceError("%s serves the cluster with system identifier %s, not %s (the one expected): "
+                                 "nothing was changed" % (self.pg.container, found, self.system_identifier))
+        return read
 
     def _json(self, sql):
         return json.loads(self.pg.scalar(sql))
@@ -179,9 +193,6 @@ class WriteFence:
         if rc != 0:
             raise FenceError("changing the write fence in %s failed: %s" % (self.pg.container, err.strip()))
         return out.strip().splitlines()[-1]
-
-    def databases(self):
-        return dict((row["name"], row) for row in self._json(SQL_DATABASES))
 
     def sessions(self, databases):
         return self._json(sessions_sql(databases)) if databases else []
@@ -207,8 +218,7 @@ class WriteFence:
     def on(self, databases=None, terminate=True, check_mode=False):
         # One exec reads the databases, the role overrides and (databases named) their sessions: the fence
         # goes up while the clients wait.
-        read = [json.loads(row[0]) for row in self.pg.query(";\n".join(
-            [SQL_DATABASES, SQL_OVERRIDES] + ([sessions_sql(databases)] if databases else [])))]
+        read = self._read([SQL_DATABASES, SQL_OVERRIDES] + ([sessions_sql(databases)] if databases else []))
         known = dict((row["name"], row) for row in read[0])
         if databases is None:
             names, missing = [name for name, row in sorted(known.items()) if row["connectable"]], []
@@ -239,7 +249,7 @@ class WriteFence:
         return result
 
     def off(self, databases=None, terminate=True, check_mode=False):
-        known = self.databases()
+        known = dict((row["name"], row) for row in self._read([SQL_DATABASES])[0])
         if databases is None:
             names, missing = sorted(name for name, row in known.items() if MARKER in setting_map(row["settings"])), []
         else:
@@ -263,12 +273,13 @@ class WriteFence:
 
 
 def fence_result(container, state="on", databases=None, engine="auto", login_user=None, login_password=None,
-                 terminate=True, wait_timeout=30, check_mode=False):
+                 terminate=True, wait_timeout=30, check_mode=False, system_identifier=None):
     """pg_write_fence: put the fence up or lift it; the result says which databases and sessions."""
     if wait_timeout is not None and wait_timeout < 0:
         raise FenceError("wait_timeout %s is negative; give the seconds to wait for ended sessions (0 or more)"
                          % wait_timeout)
-    fence = WriteFence(PgContainer(container, engine, login_user, login_password), wait_timeout)
+    fence = WriteFence(PgContainer(container, engine, login_user, login_password), wait_timeout,
+                       system_identifier=system_identifier)
     if state == "on":
         return fence.on(databases, terminate, check_mode)
     if state == "off":

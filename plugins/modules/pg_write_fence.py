@@ -53,6 +53,12 @@ options:
     description: Seconds to wait for ended sessions to go; the task fails naming those still there.
     type: int
     default: 30
+  system_identifier:
+    description:
+      - Change nothing and fail unless the server's system identifier (C(pg_control_system())) is this one, e.g. to
+        lift the fence only from the cluster that was verified (the upgrade, on the instance it swapped in). Read
+        in the same query as the databases.
+    type: str
 attributes:
   check_mode:
     support: full
@@ -152,6 +158,7 @@ def main():
             databases=dict(type="list", elements="str"),
             terminate=dict(type="bool", default=True),
             wait_timeout=dict(type="int", default=30),
+            system_identifier=dict(type="str"),
         ),
         supports_check_mode=True,
     )

@@ -88,3 +88,38 @@ def test_override_warnings_name_roles_that_escape_the_fence():
     assert len(warnings) == 2
     assert warnings[0].startswith("role metabase sets default_transaction_read_only=off in every database")
     assert "role cron sets default_transaction_read_only=false in database omero" in warnings[1]
+
+
+class _FencedServer:
+    """A server whose database omero is fenced; records what would change it."""
+    container = "database"
+
+    def __init__(self, sysid):
+        self.sysid = sysid
+        self.commits = []
+
+    def query(self, sql, database=None):
+        answers = {wf.SQL_DATABASES: [{"name": "omero", "connectable": True,
+                                       "settings": [wf.SETTING + "=on", wf.MARKER + "=" + wf.marker_value(None, "t")]}]}
+        rows = []
+        for statement in sql.split(";\n"):
+            rows.append([json.dumps(self.sysid if "pg_control_system" in statement else answers.get(statement, []))])
+        return rows
+
+    def scalar(self, sql, database=None):
+        return "[]"  # no other sessions
+
+    def exec_tool(self, command, database=None, input_bytes=None, timeout=None):
+        self.commits.append(input_bytes)
+        return 0, "2026-12-01 02:00:00+00\n", ""
+
+
+def test_lifting_checks_the_system_identifier_first_and_changes_nothing_on_another_cluster():
+    other = _FencedServer("111")
+    with pytest.raises(wf.FenceError, match="database serves the cluster with system identifier 111, not 222 "
+                                            r"\(the one expected\): nothing was changed"):
+        wf.WriteFence(other, system_identifier="222").off(terminate=False)
+    assert other.commits == []
+    verified = _FencedServer("222")
+    result = wf.WriteFence(verified, system_identifier="222").off(terminate=False)
+    assert result["lifted"] == ["omero"] and len(verified.commits) == 1
