@@ -164,7 +164,8 @@ def _split(databases, known):
 class WriteFence:
     """Puts up or lifts the write fence on databases of a PgContainer."""
 
-    def __init__(self, pg, wait_timeout=30, poll=0.2, system_identifier=None):
+    # poll: ended sessions go within milliseconds, and the clients wait meanwhile
+    def __init__(self, pg, wait_timeout=30, poll=0.05, system_identifier=None):
         self.pg = pg
         self.wait_timeout = wait_timeout
         self.poll = poll
