@@ -86,8 +86,9 @@ class Project:
     def wait(self, name, timeout=90):
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if engine("exec", name, "pg_isready", "-q", "-U", "omero", check=False).returncode == 0:
-                # the image's entrypoint restarts the server once after initdb
+            # Over TCP: the image's entrypoint runs its init scripts on a server without TCP, then stops it
+            # and starts the real one (a check on the socket can pass on the first while it shuts down).
+            if engine("exec", name, "pg_isready", "-q", "-h", "127.0.0.1", "-U", "omero", check=False).returncode == 0:
                 if engine("exec", name, "psql", "-X", "-At", "-U", "omero", "-d", "omero", "-c", "SELECT 1",
                           check=False).returncode == 0:
                     return
