@@ -133,9 +133,5 @@ class PgContainer:
         return json.loads(self.scalar(table_rows_sql(" AND n.nspname || '.' || c.relname IN (%s)" % names),
                                       database=database))
 
-    def sequence_values(self, database):
-        """{'schema.sequence': last_value or None} of ``database``."""
-        return json.loads(self.scalar(SQL_SEQUENCES, database=database))
-
 
 __all__ = ["PgContainer", "PgError", "EngineError", "container_argument_spec", "container_env"]

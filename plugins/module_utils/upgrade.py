@@ -34,8 +34,7 @@ from ansible_collections.nl_biomero.database.plugins.module_utils.restore import
     conninfo_dbname, filter_globals, pg_restore_argv, psql_script_argv, session_options)
 from ansible_collections.nl_biomero.database.plugins.module_utils.tuning import parse_describe_config, unknown_settings
 from ansible_collections.nl_biomero.database.plugins.module_utils.upgrade_plan import (
-    UpgradeError, aside_names, clone_problems, clone_spec, command_settings, compare_fingerprints, compare_identity,
-    data_mounts,
+    UpgradeError, aside_names, clone_problems, clone_spec, command_settings, compare_fingerprints, data_mounts,
     first_ten, decide, disk_estimate, disk_problems, extension_names, image_major, missing_extensions, new_volume_name,
     old_container_name, recovery_plan, smoke_tables, upgrade_labels)
 from ansible_collections.nl_biomero.database.plugins.module_utils.db_properties import (
@@ -125,12 +124,10 @@ def database_properties(pg, text=None):
     return properties
 
 
-def role_properties(pg, salt, superuser=None):
+def role_properties(pg, salt, superuser):
     """{role: properties}; ``password`` is sha256(salt + hash) when the login user may read pg_authid, else None."""
     if not _SALT.match(salt or ""):
         raise UpgradeError("password_salt %r is not 16 to 64 lower-case hex digits" % (salt,))
-    if superuser is None:
-        superuser = pg.scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user") == "t"
     roles = json.loads(pg.scalar(SQL_ROLE_PROPERTIES % (SQL_PASSWORD_DIGEST % salt if superuser else "NULL")))
     for item in roles.values():
         item["settings"] = sorted(item["settings"])
@@ -159,15 +156,6 @@ def settled_row_counts(counted, signatures, count):
     if again:
         counts.update(count(again))
     return counts, again
-
-
-def identity(pg):
-    """Which cluster serves, in one query: the server version, the system identifier (initdb's, kept by every
-    start of that data directory) and per database whether a write fence is up."""
-    version, sysid, properties = [row[0] for row in pg.query(SQL_IDENTITY + "; " + SQL_DATABASE_PROPERTIES)]
-    return {"server_version": version.split()[0], "system_identifier": sysid,
-            "databases": dict((name, {"write_fence": item["write_fence"]})
-                              for name, item in database_properties(pg, properties).items())}
 
 
 def fingerprint(pg, databases=None, kind="auto", salt=None, row_counts=True, counted=None):
@@ -511,23 +499,16 @@ def preflight_result(container, target_image, engine="auto", login_user=None, lo
 
 
 def fingerprint_result(container, engine="auto", login_user=None, login_password=None, databases=None, kind="auto",
-                       compare_to=None, fail_on_difference=True, row_counts=True, system_identifier=None):
-    """pg_fingerprint: the fingerprint and its differences with ``compare_to``; ``failed`` on a difference.
-    With ``system_identifier`` only the identity is read and compared (:func:`identity`)."""
+                       compare_to=None, fail_on_difference=True, row_counts=True):
+    """pg_fingerprint: the fingerprint and its differences with ``compare_to``; ``failed`` on a difference."""
     try:
         pg = PgContainer(container, engine, login_user, login_password)
         if not databases and compare_to:
             databases = sorted((compare_to.get("databases") or {}).keys())
-        if system_identifier:
-            taken = identity(pg)
-        else:
-            taken = fingerprint(pg, databases, kind, (compare_to or {}).get("password_salt"), row_counts)
+        taken = fingerprint(pg, databases, kind, (compare_to or {}).get("password_salt"), row_counts)
     except NlbError as exc:
         raise UpgradeError("fingerprint of %s failed: %s" % (container, exc))
-    if system_identifier:
-        differences = compare_identity(compare_to or {}, taken, system_identifier)
-    else:
-        differences = compare_fingerprints(compare_to, taken) if compare_to else []
+    differences = compare_fingerprints(compare_to, taken) if compare_to else []
     result = {"changed": False, "fingerprint": taken, "differences": differences, "matches": not differences}
     if differences and fail_on_difference:
         result.update(failed=True, msg="%s differs from the earlier fingerprint: %s"

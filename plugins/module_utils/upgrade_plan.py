@@ -672,35 +672,13 @@ def compare_fingerprints(before, after):
         differences += _compare_maps("%s: smoke query on" % database, old.get("smoke") or {}, new.get("smoke") or {})
         if "properties" in old and "properties" in new:
             differences += _compare_maps("%s: database property" % database, old["properties"], new["properties"])
-        differences += _fence_difference(database, old, new)
+        if bool(old.get("write_fence")) != bool(new.get("write_fence")):
+            differences.append("%s: the write fence (nl_biomero.write_fence) is %s before, %s after" % (
+                database, "up" if old.get("write_fence") else "down", "up" if new.get("write_fence") else "down"))
     missing_roles = sorted(set(before.get("roles") or []) - set(after.get("roles") or []))
     if missing_roles:
         differences.append("roles missing: %s" % ", ".join(missing_roles))
     differences += _compare_roles(before, after)
-    return differences
-
-
-def _fence_difference(database, old, new):
-    if bool(old.get("write_fence")) == bool(new.get("write_fence")):
-        return []
-    return ["%s: the write fence (nl_biomero.write_fence) is %s before, %s after" % (
-        database, "up" if old.get("write_fence") else "down", "up" if new.get("write_fence") else "down")]
-
-
-def compare_identity(before, after, system_identifier):
-    """Differences showing that ``after`` (upgrade.identity) is not the cluster verified a moment ago: another
-    system identifier than ``system_identifier``, a database of ``before`` missing, a write fence up in one
-    and not in the other."""
-    differences = []
-    if str(after.get("system_identifier")) != str(system_identifier):
-        differences.append("system identifier %s is not the verified cluster's (%s): another data directory serves"
-                           % (after.get("system_identifier"), system_identifier))
-    after_dbs = after.get("databases") or {}
-    for database, old in sorted((before.get("databases") or {}).items()):
-        if database not in after_dbs:
-            differences.append("database %s is missing" % database)
-        else:
-            differences += _fence_difference(database, old, after_dbs[database])
     return differences
 
 

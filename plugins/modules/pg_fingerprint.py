@@ -57,13 +57,6 @@ options:
         compared, e.g. to check an instance again on the volume whose rows were just compared.
     type: bool
     default: true
-  system_identifier:
-    description:
-      - Only check which cluster serves, in one query (e.g. an instance just started on the volume that was verified
-        a moment ago); the server's system identifier (C(pg_control_system())) must be this one, and every database of
-        O(compare_to) must be there with its write fence up or down as in O(compare_to). Nothing else is read; the
-        RV(fingerprint) then has C(server_version), C(system_identifier) and per database C(write_fence).
-    type: str
 attributes:
   check_mode:
     support: full
@@ -126,7 +119,6 @@ def main():
             compare_to=dict(type="dict"),
             fail_on_difference=dict(type="bool", default=True),
             row_counts=dict(type="bool", default=True),
-            system_identifier=dict(type="str"),
         ),
         supports_check_mode=True,
     )

@@ -104,18 +104,3 @@ def test_row_counts_compared_when_both_have_them_and_skipped_when_one_was_taken_
     uncounted["databases"]["omero"]["smoke"]["job"] = 4
     assert plan.compare_fingerprints(BEFORE, uncounted) == ["omero: smoke query on job: 3 before, 4 after"]
 
-
-def test_compare_identity_accepts_the_verified_cluster_with_its_fence_up():
-    before = {"databases": {"omero": {"write_fence": True, "tables": {"public.image": 3}}, "postgres": {}}}
-    after = {"system_identifier": "7714624799818604574",
-             "databases": {"omero": {"write_fence": True}, "postgres": {"write_fence": False}, "template1": {}}}
-    assert plan.compare_identity(before, after, 7714624799818604574) == []
-
-
-def test_compare_identity_names_another_cluster_a_missing_database_and_a_fence_that_changed():
-    before = {"databases": {"omero": {"write_fence": True}, "biomero": {"write_fence": True}}}
-    after = {"system_identifier": "111", "databases": {"omero": {"write_fence": False}}}
-    assert plan.compare_identity(before, after, "222") == [
-        "system identifier 111 is not the verified cluster's (222): another data directory serves",
-        "database biomero is missing",
-        "omero: the write fence (nl_biomero.write_fence) is up before, down after"]
