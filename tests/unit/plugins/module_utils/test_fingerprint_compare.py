@@ -103,4 +103,3 @@ def test_row_counts_compared_when_both_have_them_and_skipped_when_one_was_taken_
     # the rest is still compared without the rows
     uncounted["databases"]["omero"]["smoke"]["job"] = 4
     assert plan.compare_fingerprints(BEFORE, uncounted) == ["omero: smoke query on job: 3 before, 4 after"]
-
